@@ -1,0 +1,29 @@
+# Every target sets up its own virtualenv first; nothing needs to be installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= runs/smoke
+STAMP := $(VENV)/.installed
+
+.PHONY: setup smoke test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# A real, small pretraining run on the embedded corpus. Run it twice: the second run resumes.
+smoke: $(STAMP)
+	$(VENV)/bin/batgpt train --gin_file=gin/smoke.gin --gin.TrainConfig.run_dir="'$(RUN_DIR)'"
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/pretrain_bench.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,34 @@
+"""Installs batgpt-jax: the `batgpt_jax` package and the `batgpt` command."""
+
+import setuptools
+
+# Ranges are the ones seen working together on CPython 3.11 (see README, "Versions").
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "seqio==0.0.20",
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-text>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10,<4.10",
+    "sentencepiece>=0.2.1,<0.3",
+    "gin-config>=0.5.0,<0.6",
+    "tensorboardX>=2.6.5,<2.7",
+    "numpy>=2.0,<3",
+    "psutil>=5.9",
+]
+
+setuptools.setup(
+    name="batgpt-jax",
+    version="0.1.0",
+    description="Pretrain and align BatGPT-style language models in JAX/Flax.",
+    package_dir={"": "src"},
+    packages=setuptools.find_packages("src"),
+    package_data={"batgpt_jax": ["data/corpus/*.txt.gz"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest>=8,<10", "pytest-timeout>=2.3"]},
+    entry_points={"console_scripts": ["batgpt=batgpt_jax.cli:main"]},
+)

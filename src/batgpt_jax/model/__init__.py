@@ -1,0 +1,1 @@
+"""The BatGPT decoder: config, layers and the scanned transformer stack."""

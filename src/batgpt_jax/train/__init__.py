@@ -1,0 +1,1 @@
+"""Training: state and optimizer, the pure step, checkpoints, metrics and the loop."""

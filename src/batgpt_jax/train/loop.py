@@ -1,0 +1,195 @@
+"""The training loop: data, steps, eval, metrics, checkpoints, and a clean exit on SIGTERM."""
+
+import dataclasses
+import logging
+import os
+import signal
+
+import gin
+import jax
+import numpy as np
+
+from batgpt_jax import objectives, parallel
+from batgpt_jax.data import pipeline
+from batgpt_jax.model import config as model_config
+from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import checkpoints, metrics, state as train_state, step as train_step
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """One run: where it writes, how long it trains, and how often it logs, evaluates and saves."""
+
+  run_dir: str = "runs/default"
+  steps: int = 1000
+  global_batch: int = 16  # sequences per optimizer step, over all hosts
+  seq_len: int = 256
+  microbatches: int = 1  # gradient accumulation: global_batch is split into this many
+  seed: int = 0
+  log_every: int = 10
+  eval_every: int = 100
+  eval_batches: int = 4
+  checkpoint_every: int = 200
+  keep_checkpoints: int = 3
+  async_checkpoint: bool = True
+
+  def __post_init__(self):
+    if self.global_batch % self.microbatches:
+      raise ValueError(f"TrainConfig.global_batch={self.global_batch} is not divisible by "
+                       f"microbatches={self.microbatches}; choose a divisor of the batch.")
+
+
+class _StopSignal:
+  """SIGTERM (preemption) sets a flag; the loop saves at the current step and exits."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("Received signal %d: saving a checkpoint at the current step, then exiting.",
+                    signum)
+    self.received = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_vocabulary(vocab, model_cfg: ModelConfig) -> None:
+  if vocab.vocab_size > model_cfg.vocab_size:
+    raise ValueError(
+        f"The tokenizer has {vocab.vocab_size} pieces but ModelConfig.vocab_size is "
+        f"{model_cfg.vocab_size}: token ids would fall outside the embedding. Set "
+        f"ModelConfig.vocab_size >= {vocab.vocab_size} or use a smaller tokenizer.")
+
+
+def evaluate(eval_fn, params, batches, mesh, rules) -> dict:
+  total = None
+  for local in batches:
+    sums = eval_fn(params, parallel.global_batch(local, mesh, rules))
+    total = sums if total is None else jax.tree.map(np.add, total, sums)
+  total = metrics.to_host(total)
+  return metrics.to_host(objectives.summarize(total, total["loss_sum"], total["weight_total"]))
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfig,
+          mesh_cfg: parallel.MeshConfig, opt_cfg: train_state.OptimizerConfig,
+          gin_text: str = "") -> list[dict]:
+  """Trains (or resumes) to `cfg.steps`. Returns the logged train and eval records."""
+  rules = parallel.check_rules(mesh_cfg.axis_rules)
+  mesh = parallel.mesh_from_config(mesh_cfg)
+  parallel.log_mesh(mesh)
+  metrics.log_console(f"Model: {model_config.describe(model_cfg)}")
+  weights = objectives.loss_weights()
+
+  vocab = pipeline.vocabulary_for(data_cfg)
+  _check_vocabulary(vocab, model_cfg)
+  tx = train_state.make_optimizer(opt_cfg, cfg.steps)
+  schedule = train_state.learning_rate_schedule(opt_cfg, cfg.steps)
+  abstract = train_state.abstract_state(model_cfg, tx)
+  shardings = train_state.state_shardings(model_cfg, tx, mesh, rules, abstract)
+
+  mngr = checkpoints.manager(os.path.join(cfg.run_dir, "checkpoints"),
+                             keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
+  restored = checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, gin_text)
+  if restored is None:
+    state, _ = train_state.create_state(model_cfg, tx, mesh, rules, cfg.seed)
+    position = 0
+    metrics.log_console(f"Starting from step 0 in {cfg.run_dir}")
+  else:
+    state, position = restored.state, restored.data_position
+    metrics.log_console(f"Resumed from checkpoint step {restored.step} (data position "
+                        f"{position}) in {cfg.run_dir}")
+
+  train_fn, eval_fn = train_step.jit_steps(
+      model_cfg, tx, mesh, rules, shardings, microbatches=cfg.microbatches, **weights)
+  step = int(jax.device_get(state["step"]))
+  if step >= cfg.steps:
+    metrics.log_console(f"Training already reached TrainConfig.steps={cfg.steps}; raise it "
+                        f"(e.g. --gin.TrainConfig.steps={cfg.steps * 2}) to train further.")
+    mngr.close()
+    return []
+
+  batches = pipeline.train_batches(data_cfg, vocab, seq_len=cfg.seq_len,
+                                   global_batch=cfg.global_batch, start_position=position)
+  eval_set = None
+  writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"))
+  throughput = metrics.Throughput(cfg.global_batch * cfg.seq_len, cfg.steps,
+                                  metrics.train_flops_per_token(model_cfg, cfg.seq_len))
+  stop = _StopSignal()
+  history = []
+  compiled = False
+
+  def save(force: bool = False):
+    checkpoints.save(mngr, state, data_position=position, model_cfg=model_cfg,
+                     gin_text=gin_text, force=force)
+
+  try:
+    while step < cfg.steps:
+      state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules))
+      step, position = step + 1, position + 1
+      if not compiled:
+        jax.block_until_ready(step_metrics)  # exclude compilation from tokens/s
+        throughput.start(step)
+        compiled = True
+      if step % cfg.log_every == 0 or step == cfg.steps:
+        values = metrics.to_host(step_metrics)
+        values["learning_rate"] = float(schedule(step - 1))
+        perf = throughput.report(step)
+        metrics.log_console(metrics.progress_line(step, cfg.steps, values, perf))
+        writer.scalars(step, {**values, **perf}, prefix="train/")
+        history.append({"step": step, "kind": "train", **values})
+      if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if eval_set is None:
+          eval_set = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
+                                           global_batch=cfg.global_batch,
+                                           num_batches=cfg.eval_batches)
+        values = evaluate(eval_fn, state["params"], eval_set, mesh, rules)
+        metrics.log_console(metrics.eval_line(step, values))
+        writer.scalars(step, values, prefix="eval/")
+        history.append({"step": step, "kind": "eval", **values})
+        throughput.start(step)  # do not count eval time as training time
+      if stop.received:
+        save(force=True)
+        mngr.wait_until_finished()
+        metrics.log_console(f"Saved step {step} after SIGTERM; exiting.")
+        break
+      if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        save(force=step == cfg.steps)
+  finally:
+    stop.restore()
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+  return history
+
+
+def evaluate_checkpoint(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfig,
+                        mesh_cfg: parallel.MeshConfig, opt_cfg: train_state.OptimizerConfig,
+                        gin_text: str = "") -> dict:
+  """Per-direction loss and perplexity of the run's latest checkpoint on the held-out split."""
+  rules = parallel.check_rules(mesh_cfg.axis_rules)
+  mesh = parallel.mesh_from_config(mesh_cfg)
+  vocab = pipeline.vocabulary_for(data_cfg)
+  _check_vocabulary(vocab, model_cfg)
+  tx = train_state.make_optimizer(opt_cfg, cfg.steps)
+  abstract = train_state.abstract_state(model_cfg, tx)
+  shardings = train_state.state_shardings(model_cfg, tx, mesh, rules, abstract)
+  directory = os.path.join(cfg.run_dir, "checkpoints")
+  mngr = checkpoints.manager(directory, keep=cfg.keep_checkpoints, async_save=False)
+  try:
+    restored = checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, gin_text)
+  finally:
+    mngr.close()
+  if restored is None:
+    raise FileNotFoundError(f"No checkpoint in {directory}: train first, or set "
+                            "TrainConfig.run_dir to the run to evaluate.")
+  _, eval_fn = train_step.jit_steps(model_cfg, tx, mesh, rules, shardings,
+                                    microbatches=cfg.microbatches, **objectives.loss_weights())
+  batches = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
+                                  global_batch=cfg.global_batch, num_batches=cfg.eval_batches)
+  values = evaluate(eval_fn, restored.state["params"], batches, mesh, rules)
+  metrics.log_console(metrics.eval_line(restored.step, values))
+  return {"step": restored.step, **values}

@@ -1,0 +1,111 @@
+"""Metrics out: TensorBoard event files, a console progress line, throughput and MFU.
+
+FLOPs per token follow the MaxText accounting: 6 * (matmul parameters) for the dense layers
+(forward and backward), plus causal attention 6 * n_layers * n_heads * head_dim * seq_len
+(QK^T and AV, each 2 FLOPs per multiply-add, times 3 for the backward, halved for the causal mask).
+Embedding lookups are not matmuls and are not counted; the LM head is.
+"""
+
+import logging
+import time
+
+import jax
+import numpy as np
+from tensorboardX import SummaryWriter
+
+from batgpt_jax.model.config import ModelConfig
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+  d, h, kv, hd = cfg.hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+  per_layer = d * h * hd * 2 + d * kv * hd * 2 + 3 * d * cfg.ffn
+  return cfg.n_layers * per_layer + d * cfg.vocab_size
+
+
+def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  attention = 6 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len  # causal half of 12·L·H·hd·T
+  return 6 * matmul_params(cfg) + attention
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Writer:
+  """TensorBoard scalars (process 0 only) and the console progress line."""
+
+  def __init__(self, log_dir: str | None):
+    self.tb = SummaryWriter(log_dir) if log_dir and jax.process_index() == 0 else None
+
+  def scalars(self, step: int, values: dict, prefix: str = "") -> None:
+    if self.tb is None:
+      return
+    for name, value in values.items():
+      self.tb.add_scalar(f"{prefix}{name}", float(value), step)
+    self.tb.flush()
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+class Throughput:
+  """Tokens/s and ETA over the steps since the last report (the first, compiling step excluded)."""
+
+  def __init__(self, tokens_per_step: int, total_steps: int, flops_per_token: float,
+               peak_flops: float | None = None):
+    self.tokens_per_step, self.total_steps = tokens_per_step, total_steps
+    self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+    self.mark_step, self.mark_time = None, None
+
+  def start(self, step: int) -> None:
+    self.mark_step, self.mark_time = step, time.perf_counter()
+
+  def report(self, step: int) -> dict:
+    now = time.perf_counter()
+    steps = step - self.mark_step
+    seconds = max(now - self.mark_time, 1e-9)
+    self.mark_step, self.mark_time = step, now
+    if steps <= 0:
+      return {}
+    step_time = seconds / steps
+    tokens_per_s = self.tokens_per_step / step_time
+    out = {"perf/step_seconds": step_time, "perf/tokens_per_second": tokens_per_s,
+           "perf/tflops": tokens_per_s * self.flops_per_token / 1e12,
+           "perf/eta_seconds": step_time * (self.total_steps - step)}
+    if self.peak_flops:
+      out["perf/mfu"] = tokens_per_s * self.flops_per_token / self.peak_flops
+    return out
+
+
+def progress_line(step: int, total: int, train: dict, perf: dict) -> str:
+  parts = [f"step {step}/{total}", f"loss {train['loss']:.3f}"]
+  if train.get("l2r/tokens", 0) > 0:
+    parts.append(f"L2R {train['l2r/loss']:.3f}")
+  if train.get("r2l/tokens", 0) > 0:
+    parts.append(f"R2L {train['r2l/loss']:.3f}")
+  parts.append(f"lr {train.get('learning_rate', float('nan')):.2e}")
+  if perf:
+    parts.append(f"{perf['perf/tokens_per_second']:,.0f} tok/s")
+    parts.append(f"ETA {_format_duration(perf['perf/eta_seconds'])}")
+  return " | ".join(parts)
+
+
+def eval_line(step: int, values: dict) -> str:
+  parts = [f"eval @ {step}"]
+  for name in ("l2r", "r2l"):
+    if values.get(f"{name}/tokens", 0) > 0:
+      parts.append(f"{name.upper()} loss {values[f'{name}/loss']:.3f} "
+                   f"ppl {values[f'{name}/perplexity']:.1f} acc {values[f'{name}/accuracy']:.3f}")
+  return " | ".join(parts)
+
+
+def to_host(values: dict) -> dict:
+  return {k: float(np.asarray(v)) for k, v in jax.device_get(values).items()}
+
+
+def log_console(line: str) -> None:
+  if jax.process_index() == 0:
+    logging.info("%s", line)

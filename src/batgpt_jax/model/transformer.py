@@ -81,9 +81,7 @@ def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
 
 
 def build(cfg: ModelConfig, seed: int = 0) -> Decoder:
-  # Sharding is decided by parallel.py from the logical names, not by flax at creation time.
-  with nnx.use_eager_sharding(False):
-    return Decoder(cfg, nnx.Rngs(params=seed))
+  return Decoder(cfg, nnx.Rngs(params=seed))
 
 
 @functools.lru_cache(maxsize=16)

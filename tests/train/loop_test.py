@@ -1,0 +1,128 @@
+"""End-to-end training on the embedded corpus: resume exactness, preemption, bad input."""
+
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from batgpt_jax import parallel
+from batgpt_jax.data import pipeline
+from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import checkpoints, loop
+from batgpt_jax.train import state as train_state
+
+MODEL = ModelConfig(vocab_size=512, n_heads=4, n_kv_heads=2)
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  os.environ["BATGPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+  from conftest import GIN_DIR  # pylint: disable=import-outside-toplevel
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.parse_config_files_and_bindings([str(GIN_DIR / "mesh" / "rules.gin")], [])
+  mesh_cfg = parallel.MeshConfig(shape=(-1, 1, 1))
+  gin.clear_config()
+  return dict(model_cfg=MODEL, data_cfg=pipeline.DataConfig(vocab_size=MODEL.vocab_size),
+              mesh_cfg=mesh_cfg,
+              opt_cfg=train_state.OptimizerConfig(learning_rate=3e-3, warmup_steps=2))
+
+
+def _train_cfg(run_dir, **overrides):
+  values = dict(run_dir=str(run_dir), steps=STEPS, global_batch=8, seq_len=64, log_every=1,
+                eval_every=0, checkpoint_every=100, async_checkpoint=True)
+  return loop.TrainConfig(**{**values, **overrides})
+
+
+def _losses(history):
+  return {h["step"]: (h["loss"], h["l2r/loss"], h["r2l/loss"]) for h in history
+          if h["kind"] == "train"}
+
+
+def _final_params(run_dir, setup):
+  cfg = setup["model_cfg"]
+  tx = train_state.make_optimizer(setup["opt_cfg"], STEPS)
+  abstract = train_state.abstract_state(cfg, tx)
+  mesh = parallel.mesh_from_config(setup["mesh_cfg"])
+  shardings = train_state.state_shardings(cfg, tx, mesh, setup["mesh_cfg"].axis_rules, abstract)
+  mngr = checkpoints.manager(os.path.join(run_dir, "checkpoints"), keep=3, async_save=False)
+  restored = checkpoints.restore_latest(mngr, abstract, shardings, cfg, "")
+  mngr.close()
+  return restored.step, jax.device_get(restored.state["params"])
+
+
+@pytest.fixture(scope="module")
+def straight(setup, tmp_path_factory):
+  run_dir = tmp_path_factory.mktemp("straight")
+  history = loop.train(_train_cfg(run_dir), **setup)
+  return run_dir, history
+
+
+def test_straight_run_trains_both_directions(straight):
+  _, history = straight
+  losses = _losses(history)
+  assert sorted(losses) == list(range(1, STEPS + 1))
+  first, last = losses[1], losses[STEPS]
+  assert all(np.isfinite(first)) and last[0] < first[0]
+  assert first[1] > 0 and first[2] > 0  # both directions present in the batches
+
+
+def test_sigterm_saves_and_resume_is_exact(straight, setup, tmp_path, monkeypatch):
+  run_dir, history = straight
+  real_batches = pipeline.train_batches
+
+  def preempted_at_3(*args, **kwargs):
+    for i, batch in enumerate(real_batches(*args, **kwargs)):
+      if i == 2 and kwargs.get("start_position", 0) == 0:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 3 runs
+      yield batch
+
+  monkeypatch.setattr(pipeline, "train_batches", preempted_at_3)
+  first = loop.train(_train_cfg(tmp_path), **setup)
+  assert max(_losses(first)) == 3
+  assert _final_params(tmp_path, setup)[0] == 3  # saved at the step it was stopped at
+  second = loop.train(_train_cfg(tmp_path), **setup)
+  assert min(_losses(second)) == 4
+  resumed = {**_losses(first), **_losses(second)}
+  expected = _losses(history)
+  assert sorted(resumed) == sorted(expected)
+  for step in expected:
+    np.testing.assert_allclose(resumed[step], expected[step], rtol=1e-6, atol=1e-6)
+  step_a, params_a = _final_params(run_dir, setup)
+  step_b, params_b = _final_params(tmp_path, setup)
+  assert step_a == step_b == STEPS
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_finished_run_is_not_retrained(straight, setup):
+  run_dir, _ = straight
+  assert loop.train(_train_cfg(run_dir), **setup) == []
+
+
+def test_checkpoint_of_another_size_is_refused_and_kept(straight, setup):
+  run_dir, _ = straight
+  bigger = ModelConfig(**{**MODEL.to_dict(), "hidden": 128, "n_layers": 3})
+  with pytest.raises(checkpoints.CheckpointMismatchError) as err:
+    loop.train(_train_cfg(run_dir, steps=STEPS + 2), **{**setup, "model_cfg": bigger})
+  assert "hidden: checkpoint has 64, config has 128" in str(err.value)
+  assert "n_layers: checkpoint has 2, config has 3" in str(err.value)
+  assert _final_params(run_dir, setup)[0] == STEPS  # the checkpoint is intact
+
+
+def test_empty_data_source_is_a_clear_error(setup, tmp_path):
+  from batgpt_jax.data import tasks  # pylint: disable=import-outside-toplevel
+  data_cfg = pipeline.DataConfig(sources=((tasks.TextFiles(str(tmp_path / "none*.txt")), 1.0),),
+                                 vocab_size=MODEL.vocab_size)
+  with pytest.raises(ValueError, match="none\\*.txt"):
+    loop.train(_train_cfg(tmp_path / "run"), **{**setup, "data_cfg": data_cfg})
+  assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(
+      tmp_path / "run" / "checkpoints")
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused(setup, tmp_path):
+  small = ModelConfig(**{**MODEL.to_dict(), "vocab_size": 256})
+  with pytest.raises(ValueError, match="ModelConfig.vocab_size"):
+    loop.train(_train_cfg(tmp_path), **{**setup, "model_cfg": small})

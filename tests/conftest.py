@@ -30,3 +30,35 @@ def axis_rules():
 def _clean_gin():
   yield
   gin.clear_config()
+
+
+# --- data: a tiny SentencePiece model shared by tests/data (trained once per session, ~0.2 s) ---
+
+_DATA_WORDS = ("the cat dog bird river town market baker sells bread walks runs sees small big "
+               "red green old new morning evening rain sun and with to from of a is was").split()
+
+
+def data_sentences(n: int, seed: int = 0) -> list[str]:
+  """`n` distinct generated sentences (English plus a little Chinese), deterministic in `seed`."""
+  import random  # pylint: disable=import-outside-toplevel
+  rng = random.Random(seed)
+  out = []
+  for i in range(n):
+    words = [rng.choice(_DATA_WORDS) for _ in range(rng.randint(4, 12))]
+    tail = "今天天气很好。" if i % 7 == 0 else ""
+    out.append(f"{' '.join(words).capitalize()} number {i}.{tail}")
+  return out
+
+
+@pytest.fixture(scope="session")
+def data_tiny_vocab_path(tmp_path_factory) -> str:
+  """A 400-piece tokenizer trained on a few hundred generated sentences."""
+  from batgpt_jax.data import vocab  # pylint: disable=import-outside-toplevel
+  prefix = tmp_path_factory.mktemp("tiny_vocab") / "sp"
+  return vocab.train_tokenizer(data_sentences(400), str(prefix), 400)
+
+
+@pytest.fixture(scope="session")
+def data_tiny_vocab(data_tiny_vocab_path):
+  from batgpt_jax.data import vocab  # pylint: disable=import-outside-toplevel
+  return vocab.load_vocabulary(data_tiny_vocab_path)

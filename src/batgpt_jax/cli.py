@@ -7,6 +7,7 @@
 
 import argparse
 import difflib
+import inspect
 import logging
 import os
 import pathlib
@@ -38,11 +39,19 @@ def _split_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
   return rest, bindings
 
 
-def _suggest(name: str) -> str:
-  known = [".".join(key) if isinstance(key, tuple) else str(key)
-           for key in gin.config._REGISTRY.keys()]  # pylint: disable=protected-access
-  close = difflib.get_close_matches(name.split(".")[0], [k.split(".")[-1] for k in known], n=3)
-  return f" Did you mean {', '.join(close)}?" if close else ""
+def _suggest(binding_name: str) -> str:
+  """A 'did you mean' for a misspelt configurable or parameter name."""
+  configurable, _, param = binding_name.split("/")[-1].rpartition(".")
+  registry = {selector.split(".")[-1]: item.wrapped
+              for selector, item in gin.config._REGISTRY.items()}  # pylint: disable=protected-access
+  if configurable not in registry:
+    close = difflib.get_close_matches(configurable, list(registry), n=3)
+    return f" Did you mean {' or '.join(close)}?" if close else ""
+  target = registry[configurable]
+  fields = list(inspect.signature(target).parameters)
+  close = difflib.get_close_matches(param, fields, n=3)
+  hint = f" Did you mean {configurable}.{close[0]}?" if close else ""
+  return f"{hint} {configurable} takes: {', '.join(fields)}."
 
 
 def parse_gin(files: list[str], bindings: list[str]) -> str:
@@ -54,11 +63,9 @@ def parse_gin(files: list[str], bindings: list[str]) -> str:
   try:
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
   except (ValueError, KeyError, IOError) as err:
-    message = str(err).splitlines()[0]
-    hint = ""
-    for binding in bindings:
-      hint = hint or (_suggest(binding.split("=")[0].strip()) if binding.split(".")[0] in message
-                      else "")
+    message = str(err).splitlines()[0].rstrip(".")
+    hint = "".join(_suggest(b.split("=")[0].strip()) for b in bindings
+                   if b.split("=")[0].strip().rpartition(".")[0].split("/")[-1] in message)
     raise SystemExit(f"error: bad gin configuration: {message}.{hint}\n"
                      "Check the spelling of the binding against the configurables in "
                      "src/batgpt_jax (e.g. TrainConfig, ModelConfig, DataConfig, MeshConfig, "
@@ -117,11 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def setup_logging() -> None:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s",
                       datefmt="%H:%M:%S", force=True)
   for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  # gin logs every search-path miss on the root logger, as an error, before it finds the file.
+  quiet_gin = lambda record: not record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(quiet_gin)
+
+
+def main(argv: list[str] | None = None) -> int:
+  setup_logging()
   argv, bindings = _split_bindings(list(sys.argv[1:] if argv is None else argv))
   args = build_parser().parse_args(argv)
   gin_text = parse_gin(args.gin_file, bindings)

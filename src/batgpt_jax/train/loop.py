@@ -140,7 +140,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
         perf = throughput.report(step)
         metrics.log_console(metrics.progress_line(step, cfg.steps, values, perf))
         writer.scalars(step, {**values, **perf}, prefix="train/")
-        history.append({"step": step, "kind": "train", **values})
+        history.append({"step": step, "kind": "train", **values, **perf})
       if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
         if eval_set is None:
           eval_set = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,

@@ -126,3 +126,40 @@ def test_tokenizer_larger_than_the_embedding_is_refused(setup, tmp_path):
   small = ModelConfig(**{**MODEL.to_dict(), "vocab_size": 256})
   with pytest.raises(ValueError, match="ModelConfig.vocab_size"):
     loop.train(_train_cfg(tmp_path), **{**setup, "model_cfg": small})
+
+
+def test_eval_command_scores_the_latest_checkpoint(straight, setup):
+  run_dir, _ = straight
+  result = loop.evaluate_checkpoint(_train_cfg(run_dir, eval_batches=2), **setup)
+  assert result["step"] == STEPS
+  for name in ("l2r", "r2l"):
+    assert result[f"{name}/tokens"] > 0
+    assert result[f"{name}/perplexity"] == pytest.approx(np.exp(result[f"{name}/loss"]), rel=1e-4)
+
+
+def test_eval_without_a_checkpoint_says_so(setup, tmp_path):
+  with pytest.raises(FileNotFoundError, match="No checkpoint"):
+    loop.evaluate_checkpoint(_train_cfg(tmp_path), **setup)
+
+
+def test_metrics_reach_tensorboard(setup, tmp_path):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  loop.train(_train_cfg(tmp_path, steps=4, log_every=2, eval_every=4, eval_batches=1), **setup)
+  tags = {}
+  for path in (tmp_path / "tensorboard").iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append(event.step)
+  assert tags["train/l2r/loss"] == [2, 4] and tags["train/r2l/loss"] == [2, 4]
+  assert tags["eval/l2r/loss"] == [4] and tags["eval/r2l/perplexity"] == [4]
+  assert "train/perf/tokens_per_second" in tags and "train/learning_rate" in tags
+
+
+def test_checkpoint_records_data_position_and_config(straight):
+  run_dir, _ = straight
+  mngr = checkpoints.manager(os.path.join(run_dir, "checkpoints"), keep=3, async_save=False)
+  saved = mngr.restore(STEPS, args=checkpoints.ocp.args.Composite(
+      data=checkpoints.ocp.args.JsonRestore(), config=checkpoints.ocp.args.JsonRestore()))
+  mngr.close()
+  assert saved["data"] == {"position": STEPS, "step": STEPS}
+  assert ModelConfig.from_dict(saved["config"]["model"]) == MODEL

@@ -1,0 +1,203 @@
+"""Direction assignment (L2R / R2L), packing with segment ids and positions, and targets.
+
+Direction is data: an L2R document is [<l2r>] + tokens (ending in EOS); an R2L document is
+[<r2l>] + its tokens reversed, with the EOS kept last. Each document also carries
+`direction` (0 = L2R, 1 = R2L) so that chunks of an over-long R2L document, which do not start
+with <r2l>, are still counted as R2L after packing.
+
+Packing is best-fit over a few open rows, in numpy (fast and easy to reason about), and is
+wrapped as a tf.data transformation. A document longer than a row is cut into row-sized chunks,
+each its own segment; no other document is ever split.
+"""
+
+from typing import Iterable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from batgpt_jax.data.vocab import EOS_ID
+
+DIRECTION_MODES = ("both", "sample", "l2r")
+L2R, R2L = 0, 1
+_OPEN_ROWS = 8  # rows kept open for best-fit packing: more fill rows better but emit later
+_DOCS_PER_READ = 256
+
+
+def _with_direction(tokens: tf.Tensor, direction: int, l2r_id: int, r2l_id: int) -> dict:
+  if direction == L2R:
+    targets = tf.concat([[l2r_id], tokens], axis=0)
+  else:
+    targets = tf.concat([[r2l_id], tf.reverse(tokens[:-1], axis=[0]), tokens[-1:]], axis=0)
+  return {"targets": targets, "direction": tf.constant(direction, tf.int32)}
+
+
+def _checked_tokens(example: dict) -> tf.Tensor:
+  tokens = tf.cast(example["targets"], tf.int32)
+  check = tf.debugging.assert_equal(
+      tokens[-1:], tf.constant([EOS_ID], tf.int32),
+      message="assign_directions expects 'targets' to be one document ending in EOS "
+              f"(id {EOS_ID}); tokenize with add_eos=True first.")
+  with tf.control_dependencies([check]):
+    return tf.identity(tokens)
+
+
+def assign_directions(dataset: tf.data.Dataset, *, mode: str, seed: int, l2r_id: int,
+                      r2l_id: int) -> tf.data.Dataset:
+  """Documents ('targets' ending in EOS) -> directed documents: 'targets' and 'direction'.
+
+  mode 'both': each document twice, L2R first; 'sample': one direction per document, chosen by
+  a keyed hash of (seed, its tokens), so it is deterministic and balanced; 'l2r': L2R only.
+  """
+  if mode not in DIRECTION_MODES:
+    raise ValueError(f"direction mode {mode!r}; expected one of {DIRECTION_MODES}.")
+  if mode == "l2r":
+    return dataset.map(lambda ex: _with_direction(_checked_tokens(ex), L2R, l2r_id, r2l_id),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+  if mode == "both":
+    def both(example):
+      tokens = _checked_tokens(example)
+      return tf.data.Dataset.from_tensors(_with_direction(tokens, L2R, l2r_id, r2l_id)).concatenate(
+          tf.data.Dataset.from_tensors(_with_direction(tokens, R2L, l2r_id, r2l_id)))
+    return dataset.flat_map(both)
+
+  key = [seed % (1 << 64), 0x62617467707400]  # the hash key: the seed and a fixed salt
+
+  def sample(example):
+    tokens = _checked_tokens(example)
+    bucket = tf.strings.to_hash_bucket_strong(tf.io.serialize_tensor(tokens), 2, key=key)
+    return tf.cond(bucket == R2L,
+                   lambda: _with_direction(tokens, R2L, l2r_id, r2l_id),
+                   lambda: _with_direction(tokens, L2R, l2r_id, r2l_id))
+  return dataset.map(sample, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _chunks(tokens: np.ndarray, seq_len: int) -> Iterator[np.ndarray]:
+  for start in range(0, len(tokens), seq_len):
+    yield tokens[start:start + seq_len]
+
+
+def _new_row() -> dict:
+  return {"pieces": [], "used": 0}
+
+
+def _finish_row(row: dict, seq_len: int, with_directions: bool) -> dict[str, np.ndarray]:
+  out = {name: np.zeros(seq_len, np.int32) for name in ("tokens", "segment_ids", "positions")}
+  if with_directions:
+    out["directions"] = np.zeros(seq_len, np.int32)
+  start = 0
+  for segment, (piece, direction) in enumerate(row["pieces"], start=1):
+    end = start + len(piece)
+    out["tokens"][start:end] = piece
+    out["segment_ids"][start:end] = segment
+    out["positions"][start:end] = np.arange(len(piece), dtype=np.int32)
+    if with_directions:
+      out["directions"][start:end] = direction
+    start = end
+  return out
+
+
+def pack_documents(documents: Iterable[dict], seq_len: int) -> Iterator[dict[str, np.ndarray]]:
+  """Numpy best-fit packing of documents ({'targets': [n]} and optionally 'direction').
+
+  Yields rows {tokens, segment_ids, positions (, directions)}, each int32 [seq_len]; segment ids
+  run 1..k in a row and 0 marks padding; positions restart at 0 in every segment.
+  """
+  if seq_len < 2:
+    raise ValueError(f"seq_len={seq_len}; packed rows need at least 2 tokens.")
+  rows: list[dict] = []
+  with_directions = None
+  for doc in documents:
+    if with_directions is None:
+      with_directions = "direction" in doc
+    tokens = np.asarray(doc["targets"], np.int32)
+    direction = int(doc.get("direction", L2R))
+    for chunk in _chunks(tokens, seq_len):
+      fits = [(seq_len - r["used"], i) for i, r in enumerate(rows)
+              if seq_len - r["used"] >= len(chunk)]
+      if fits:
+        i = min(fits)[1]  # best fit: the fullest row with room
+      else:
+        if len(rows) == _OPEN_ROWS:  # emit the fullest row (the oldest among equals)
+          fullest = max(range(len(rows)), key=lambda k: rows[k]["used"])
+          yield _finish_row(rows.pop(fullest), seq_len, with_directions)
+        rows.append(_new_row())
+        i = len(rows) - 1
+      rows[i]["pieces"].append((chunk, direction))
+      rows[i]["used"] += len(chunk)
+      if rows[i]["used"] == seq_len:
+        yield _finish_row(rows.pop(i), seq_len, with_directions)
+  for row in rows:
+    yield _finish_row(row, seq_len, bool(with_directions))
+
+
+def pack(dataset: tf.data.Dataset, seq_len: int) -> tf.data.Dataset:
+  """Directed documents -> packed rows: tokens, segment_ids, positions, directions [seq_len].
+
+  `directions` is present when the documents carry 'direction' (from assign_directions).
+  """
+  with_directions = "direction" in dataset.element_spec
+  names = ["tokens", "segment_ids", "positions"] + (["directions"] if with_directions else [])
+  signature = {name: tf.TensorSpec((seq_len,), tf.int32) for name in names}
+  return tf.data.Dataset.from_generator(
+      lambda: pack_documents(_unbatched(dataset.ragged_batch(_DOCS_PER_READ)), seq_len),
+      output_signature=signature)
+
+
+def _unbatched(batches: tf.data.Dataset) -> Iterator[dict]:
+  # Reading documents a batch at a time costs one Python round trip per batch, not per document.
+  for batch in batches.as_numpy_iterator():
+    for i in range(len(batch["targets"])):
+      yield {name: values[i] for name, values in batch.items()}
+
+
+def make_targets(packed: dict[str, np.ndarray], r2l_id: int) -> dict[str, np.ndarray]:
+  """Adds next-token targets, loss_weights and directions to packed rows ([..., L] arrays).
+
+  targets[i] = tokens[i+1] where i+1 is in the same segment, else 0; loss_weights is 1.0 exactly
+  there. directions (1 = R2L) is kept if packing carried it, else a segment is R2L when its
+  first token is r2l_id. Padding has target 0, weight 0 and direction 0.
+  """
+  tokens = np.asarray(packed["tokens"], np.int32)
+  segments = np.asarray(packed["segment_ids"], np.int32)
+  same = np.zeros(tokens.shape, bool)
+  same[..., :-1] = (segments[..., 1:] == segments[..., :-1]) & (segments[..., :-1] > 0)
+  targets = np.zeros_like(tokens)
+  targets[..., :-1] = np.where(same[..., :-1], tokens[..., 1:], 0)
+  out = dict(packed)
+  out.update(tokens=tokens, segment_ids=segments,
+             positions=np.asarray(packed["positions"], np.int32), targets=targets,
+             loss_weights=same.astype(np.float32))
+  if "directions" in packed:
+    out["directions"] = np.where(segments > 0, np.asarray(packed["directions"], np.int32), 0)
+  else:
+    out["directions"] = _directions_from_first_tokens(tokens, segments, out["positions"],
+                                                      r2l_id)
+  return out
+
+
+def _directions_from_first_tokens(tokens, segments, positions, r2l_id) -> np.ndarray:
+  rows = tokens.reshape(-1, tokens.shape[-1])  # [rows, L]
+  seg = segments.reshape(rows.shape)
+  starts_r2l = (positions.reshape(rows.shape) == 0) & (seg > 0) & (rows == r2l_id)
+  per_segment = np.zeros((rows.shape[0], rows.shape[1] + 1), np.int32)  # [rows, max segs + 1]
+  r, c = np.nonzero(starts_r2l)
+  per_segment[r, seg[r, c]] = 1
+  return np.take_along_axis(per_segment, seg, axis=1).reshape(tokens.shape)  # padding: row 0
+
+
+def reverse_segments(tokens, segment_ids) -> np.ndarray:
+  """Reverses the tokens of every segment in place ([..., L]); padding (segment 0) untouched."""
+  tokens = np.asarray(tokens)
+  seg = np.asarray(segment_ids).reshape(-1, tokens.shape[-1])  # [rows, L]
+  rows = tokens.reshape(seg.shape)
+  length = seg.shape[1]
+  index = np.broadcast_to(np.arange(length), seg.shape)
+  is_start = np.ones(seg.shape, bool)
+  is_start[:, 1:] = seg[:, 1:] != seg[:, :-1]
+  is_end = np.ones(seg.shape, bool)
+  is_end[:, :-1] = seg[:, :-1] != seg[:, 1:]
+  start = np.maximum.accumulate(np.where(is_start, index, 0), axis=1)
+  end = np.flip(np.minimum.accumulate(np.flip(np.where(is_end, index, length), axis=1), axis=1),
+                axis=1)
+  source = np.where(seg > 0, start + end - index, index)  # [rows, L]
+  return np.take_along_axis(rows, source, axis=1).reshape(tokens.shape)

@@ -1,0 +1,371 @@
+"""seqio Tasks and Mixtures for the data sources: the embedded corpus, text files, JSONL, TFDS.
+
+A source is a small frozen, gin-configurable description (`DefaultCorpus`, `TextFiles`,
+`JsonlFiles`, `TfdsDataset`). `register_task` turns one into a seqio Task whose only output
+feature is 'targets' (token ids ending in EOS); `register_mixture` mixes several by rate.
+
+Splits. TFDS sources use their own splits. For the corpus and file sources, document number i
+(counted over the files in sorted order) is held out for 'validation' when
+i % validation_split.eval_every == 0 (default 1 in 50); 'train' is the rest.
+
+Sharding. Each host (seqio ShardInfo index of num_shards) reads every file but keeps only
+documents j ≡ index (mod num_shards) of its split, so hosts get disjoint shares that cover the
+split even when there is a single file.
+
+Invalid input. A line of a text or JSONL file that is not valid UTF-8, and a JSONL line that is
+not valid JSON, is SKIPPED and COUNTED, not fatal: one corrupt line should not stop a long run.
+The first few are logged as warnings naming file:line; `invalid_utf8_count()` and
+`invalid_json_count()` give the number of distinct such lines seen so far in this process.
+A JSONL object without the configured text field is a configuration error and raises.
+An empty source (no file matches, no documents, an empty TFDS split) raises ValueError when the
+task is registered, naming the source and what to change.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import threading
+from typing import Iterator, Sequence
+
+import gin
+import seqio
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from batgpt_jax.data import corpus
+
+SPLITS = ("train", "validation")
+DOCUMENT_MODES = ("line", "blank_line")
+_WARN_FIRST = 5
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DefaultCorpus:
+  """The embedded English and Chinese corpus (`batgpt_jax.data.corpus`)."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TextFiles:
+  """UTF-8 text files matching `file_pattern` (globs, comma-separated; gs:// works too).
+
+  documents: 'blank_line' = paragraphs separated by blank lines; 'line' = each non-empty line.
+  """
+
+  file_pattern: str
+  documents: str = "blank_line"
+
+  def __post_init__(self):
+    if self.documents not in DOCUMENT_MODES:
+      raise ValueError(f"TextFiles.documents={self.documents!r}; expected one of "
+                       f"{DOCUMENT_MODES}.")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class JsonlFiles:
+  """JSON-lines files matching `file_pattern`; each object's `text_field` is one document."""
+
+  file_pattern: str
+  text_field: str = "text"
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TfdsDataset:
+  """A prepared TFDS dataset (`name` like 'my_dataset:1.0.0'), read without downloading."""
+
+  name: str
+  data_dir: str | None = None
+  text_feature: str = "text"
+  train_split: str = "train"
+  eval_split: str = "validation"
+
+
+@gin.configurable
+def validation_split(eval_every: int = 50) -> int:
+  """File sources hold out documents whose index is a multiple of `eval_every`."""
+  if eval_every < 2:
+    raise ValueError(f"validation_split.eval_every={eval_every}; it must be >= 2 so that the "
+                     "train split keeps documents.")
+  return eval_every
+
+
+# ---------------------------------------------------------------------------------------------
+# Skipped lines.
+
+_SKIPPED = {"invalid UTF-8": set(), "invalid JSON": set()}
+_SKIPPED_LOCK = threading.Lock()
+
+
+def _skip_line(reason: str, path: str, lineno: int, detail: str) -> None:
+  with _SKIPPED_LOCK:
+    seen = _SKIPPED[reason]
+    if (path, lineno) in seen:
+      return  # the same line again in a later epoch or by the registration check
+    seen.add((path, lineno))
+    count = len(seen)
+  if count <= _WARN_FIRST:
+    logging.warning("Skipping %s:%d (%s: %s).%s", path, lineno, reason, detail,
+                    " Further such lines are counted, not logged." if count == _WARN_FIRST
+                    else "")
+
+
+def invalid_utf8_count() -> int:
+  """Distinct lines skipped so far in this process because they are not valid UTF-8."""
+  with _SKIPPED_LOCK:
+    return len(_SKIPPED["invalid UTF-8"])
+
+
+def invalid_json_count() -> int:
+  """Distinct JSONL lines skipped so far in this process because they are not valid JSON."""
+  with _SKIPPED_LOCK:
+    return len(_SKIPPED["invalid JSON"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw documents (Python generators).
+
+def matching_files(file_pattern: str) -> list[str]:
+  """The sorted files matching any of the comma-separated globs."""
+  files = set()
+  for pattern in file_pattern.split(","):
+    if pattern.strip():
+      files.update(tf.io.gfile.glob(pattern.strip()))
+  return sorted(files)
+
+
+def _decoded_lines(path: str) -> Iterator[tuple[int, str]]:
+  with tf.io.gfile.GFile(path, "rb") as f:
+    for lineno, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as err:
+        _skip_line("invalid UTF-8", path, lineno, str(err))
+        continue
+      yield lineno, line.rstrip("\n").rstrip("\r")
+
+
+def _text_file_documents(path: str, mode: str) -> Iterator[str]:
+  paragraph = []
+  for _, line in _decoded_lines(path):
+    if mode == "line":
+      if line.strip():
+        yield line
+    elif line.strip():
+      paragraph.append(line)
+    elif paragraph:
+      yield "\n".join(paragraph)
+      paragraph = []
+  if paragraph:
+    yield "\n".join(paragraph)
+
+
+def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
+  for lineno, line in _decoded_lines(path):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as err:
+      _skip_line("invalid JSON", path, lineno, str(err))
+      continue
+    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+      found = sorted(record) if isinstance(record, dict) else type(record).__name__
+      raise ValueError(f"{path}:{lineno} has no string field {text_field!r} (found {found}). "
+                       "Set JsonlFiles.text_field to the field that holds the text.")
+    if record[text_field].strip():
+      yield record[text_field]
+
+
+def _all_documents(source) -> Iterator[str]:
+  """Every document of a corpus or file source, in a fixed order."""
+  if isinstance(source, DefaultCorpus):
+    yield from corpus.read_default_documents()
+  elif isinstance(source, TextFiles):
+    for path in matching_files(source.file_pattern):
+      yield from _text_file_documents(path, source.documents)
+  elif isinstance(source, JsonlFiles):
+    for path in matching_files(source.file_pattern):
+      yield from _jsonl_documents(path, source.text_field)
+  else:
+    raise TypeError(f"Expected a DefaultCorpus, TextFiles or JsonlFiles source, found "
+                    f"{source!r}.")
+
+
+def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> Iterator[str]:
+  """The text of one host's share (`index` of `num_shards`) of a source's split."""
+  if split not in SPLITS:
+    raise ValueError(f"split={split!r}; expected one of {SPLITS}.")
+  if isinstance(source, TfdsDataset):
+    yield from _tfds_documents(source, split, index, num_shards)
+    return
+  every = validation_split()
+  j = 0
+  for i, doc in enumerate(_all_documents(source)):
+    if (i % every == 0) != (split == "validation"):
+      continue
+    if j % num_shards == index:
+      yield doc
+    j += 1
+
+
+def _tfds_split(source: TfdsDataset, split: str) -> str:
+  return source.train_split if split == "train" else source.eval_split
+
+
+def _tfds_documents(source: TfdsDataset, split: str, index: int, num_shards: int):
+  builder = tfds.builder(source.name, data_dir=source.data_dir)
+  ds = builder.as_dataset(split=_tfds_split(source, split), shuffle_files=False)
+  for n, example in enumerate(ds.shard(num_shards, index).as_numpy_iterator()):
+    try:
+      yield example[source.text_feature].decode("utf-8")
+    except UnicodeDecodeError as err:
+      _skip_line("invalid UTF-8", f"{source.name}:{split}", n, str(err))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks at registration.
+
+def describe(source) -> str:
+  return repr(source)
+
+
+def _check_files(source) -> None:
+  if not isinstance(source, DefaultCorpus) and not matching_files(source.file_pattern):
+    kind = type(source).__name__
+    raise ValueError(f"{describe(source)}: no file matches {source.file_pattern!r}. Set "
+                     f"{kind}.file_pattern to existing files (globs, comma-separated).")
+  first = []
+  for doc in _all_documents(source):
+    first.append(doc)
+    if len(first) == 2:
+      return
+  raise ValueError(f"{describe(source)} has {len(first)} document(s); it needs at least 2 "
+                   "(document 0 is held out for validation, the rest are for training). "
+                   "Point it at files with text, or check TextFiles.documents ('line' or "
+                   "'blank_line').")
+
+
+def _check_tfds(source: TfdsDataset) -> None:
+  try:
+    builder = tfds.builder(source.name, data_dir=source.data_dir)
+  except Exception as err:  # tfds raises several kinds for unknown names and bad directories
+    raise ValueError(f"{describe(source)}: TFDS cannot find {source.name!r} "
+                     f"(data_dir={source.data_dir!r}): {err}. Prepare it first (e.g. "
+                     "`tfds build` or builder.download_and_prepare()) and set "
+                     "TfdsDataset.name/data_dir to it.") from err
+  if not builder.is_prepared():
+    raise ValueError(f"{describe(source)}: the dataset is not prepared in "
+                     f"{builder.data_dir}. Run `tfds build {source.name}` (with --data_dir) "
+                     "first; training does not download.")
+  splits = builder.info.splits
+  for split in (source.train_split, source.eval_split):
+    try:
+      examples = splits[split].num_examples
+    except (KeyError, ValueError) as err:
+      raise ValueError(f"{describe(source)} has no split {split!r}; it has {sorted(splits)}. "
+                       "Set TfdsDataset.train_split and eval_split.") from err
+    if examples == 0:
+      raise ValueError(f"{describe(source)}: split {split!r} has 0 examples. Choose a split "
+                       "with data (TfdsDataset.train_split / eval_split).")
+  if source.text_feature not in builder.info.features:
+    raise ValueError(f"{describe(source)} has no feature {source.text_feature!r}; it has "
+                     f"{sorted(builder.info.features)}. Set TfdsDataset.text_feature.")
+
+
+# ---------------------------------------------------------------------------------------------
+# seqio registration.
+
+class _ShardedFunctionSource(seqio.FunctionDataSource):
+  """A FunctionDataSource whose function is given the host's ShardInfo and reads only its share.
+
+  seqio's own FunctionDataSource would read everything on every host and shard afterwards.
+  """
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed=None, shard_info=None,
+                  **unused) -> tf.data.Dataset:
+    del seed, unused
+    return self._dataset_fn(split=split, shuffle_files=shuffle, shard_info=shard_info)
+
+
+def _documents_dataset(split: str, shuffle_files: bool, *, source,
+                       shard_info: seqio.ShardInfo | None = None) -> tf.data.Dataset:
+  del shuffle_files  # order is fixed; the pipeline shuffles documents
+  index, num_shards = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+  generate = functools.partial(raw_documents, source, split, index, num_shards)
+  ds = tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec((), tf.string))
+  return ds.map(lambda text: {"text": text})
+
+
+def _data_source(source) -> seqio.DataSource:
+  if isinstance(source, TfdsDataset):
+    return seqio.TfdsDataSource(
+        tfds_name=source.name, tfds_data_dir=source.data_dir, read_only=True,
+        splits={"train": source.train_split, "validation": source.eval_split})
+  return _ShardedFunctionSource(functools.partial(_documents_dataset, source=source),
+                                splits=SPLITS)
+
+
+def _vocabulary_digest(vocabulary) -> str:
+  return hashlib.sha256(vocabulary.sp_model).hexdigest()[:12]
+
+
+def _digest(*parts) -> str:
+  return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def register_task(source, vocabulary) -> str:
+  """Registers (once) the seqio Task of `source` tokenized by `vocabulary`; returns its name."""
+  if not isinstance(source, (DefaultCorpus, TextFiles, JsonlFiles, TfdsDataset)):
+    raise TypeError(f"Expected a DefaultCorpus, TextFiles, JsonlFiles or TfdsDataset source, "
+                    f"found {source!r}.")
+  every = None if isinstance(source, TfdsDataset) else validation_split()
+  name = (f"batgpt_{type(source).__name__.lower()}_"
+          f"{_digest(describe(source), every, _vocabulary_digest(vocabulary))}")
+  if name in seqio.TaskRegistry.names():
+    return name
+  if isinstance(source, TfdsDataset):
+    _check_tfds(source)
+    key_map = {"targets": source.text_feature}
+  else:
+    _check_files(source)
+    key_map = {"targets": "text"}
+  seqio.TaskRegistry.add(
+      name,
+      source=_data_source(source),
+      preprocessors=[functools.partial(seqio.preprocessors.rekey, key_map=key_map),
+                     functools.partial(seqio.preprocessors.tokenize_and_append_eos,
+                                       copy_pretokenized=False)],
+      output_features={"targets": seqio.Feature(vocabulary, add_eos=True, dtype=tf.int32)})
+  return name
+
+
+def register_mixture(sources_and_rates: Sequence[tuple], vocabulary) -> str:
+  """Registers (once) a seqio Mixture of the sources at their rates; one source: its Task."""
+  pairs = [tuple(pair) for pair in sources_and_rates]
+  if not pairs or any(len(p) != 2 for p in pairs):
+    raise ValueError(f"Expected a non-empty list of (source, rate) pairs, found "
+                     f"{sources_and_rates!r}. Example: DataConfig.sources = "
+                     "[(@TextFiles(), 0.7), (@JsonlFiles(), 0.3)].")
+  for source, rate in pairs:
+    if not isinstance(rate, (int, float)) or rate <= 0:
+      raise ValueError(f"The rate of {describe(source)} is {rate!r}; rates must be positive "
+                       "numbers.")
+  if len({source for source, _ in pairs}) != len(pairs):
+    raise ValueError(f"A source is listed twice in {pairs!r}: list each once and add the "
+                     "rates together.")
+  tasks = [(register_task(source, vocabulary), float(rate)) for source, rate in pairs]
+  if len(tasks) == 1:
+    return tasks[0][0]
+  name = f"batgpt_mixture_{_digest(tasks)}"
+  if name not in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.add(name, tasks)
+  return name

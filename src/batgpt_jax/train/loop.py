@@ -26,6 +26,7 @@ class TrainConfig:
   global_batch: int = 16  # sequences per optimizer step, over all hosts
   seq_len: int = 256
   microbatches: int = 1  # gradient accumulation: global_batch is split into this many
+  loss_chunk: int = 0  # >0: cross-entropy over chunks of this many positions (large vocabularies)
   seed: int = 0
   log_every: int = 10
   eval_every: int = 100
@@ -104,7 +105,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
                         f"{position}) in {cfg.run_dir}")
 
   train_fn, eval_fn = train_step.jit_steps(
-      model_cfg, tx, mesh, rules, shardings, microbatches=cfg.microbatches, **weights)
+      model_cfg, tx, mesh, rules, shardings, microbatches=cfg.microbatches,
+      loss_chunk=cfg.loss_chunk, **weights)
   step = int(jax.device_get(state["step"]))
   if step >= cfg.steps:
     metrics.log_console(f"Training already reached TrainConfig.steps={cfg.steps}; raise it "
@@ -187,7 +189,8 @@ def evaluate_checkpoint(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipe
     raise FileNotFoundError(f"No checkpoint in {directory}: train first, or set "
                             "TrainConfig.run_dir to the run to evaluate.")
   _, eval_fn = train_step.jit_steps(model_cfg, tx, mesh, rules, shardings,
-                                    microbatches=cfg.microbatches, **objectives.loss_weights())
+                                    microbatches=cfg.microbatches, loss_chunk=cfg.loss_chunk,
+                                    **objectives.loss_weights())
   batches = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
                                   global_batch=cfg.global_batch, num_batches=cfg.eval_batches)
   values = evaluate(eval_fn, restored.state["params"], batches, mesh, rules)

@@ -11,10 +11,20 @@ from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
 
 
-def _loss_sums(params, batch, cfg: ModelConfig, r2l_weight: float, z_loss: float):
-  logits = transformer.apply(cfg, params, batch["tokens"], batch["positions"],
-                             batch["segment_ids"])  # [batch, length, vocab] float32
-  ce, log_z, correct = objectives.token_cross_entropy(logits, batch["targets"])
+def _token_terms(params, batch, cfg: ModelConfig, loss_chunk: int):
+  """Per-token (cross-entropy, log Z, correct), [batch, length] each."""
+  args = (batch["tokens"], batch["positions"], batch["segment_ids"])
+  if loss_chunk:
+    hidden = transformer.apply(cfg, params, *args, method="hidden_states")
+    return objectives.chunked_token_cross_entropy(hidden, params["lm_head"], batch["targets"],
+                                                  loss_chunk)
+  logits = transformer.apply(cfg, params, *args)  # [batch, length, vocab] float32
+  return objectives.token_cross_entropy(logits, batch["targets"])
+
+
+def _loss_sums(params, batch, cfg: ModelConfig, r2l_weight: float, z_loss: float,
+               loss_chunk: int = 0):
+  ce, log_z, correct = _token_terms(params, batch, cfg, loss_chunk)
   loss_sum, weight_total, sums = objectives.bidirectional_sums(
       ce, log_z, correct, batch, r2l_weight, z_loss)
   return loss_sum, (weight_total, sums)
@@ -29,10 +39,10 @@ def _split_microbatches(batch, n: int):
 
 
 def train_step(state, batch, *, cfg: ModelConfig, tx, microbatches: int, r2l_weight: float,
-               z_loss: float):
+               z_loss: float, loss_chunk: int = 0):
   """One optimizer update on a global batch, accumulating gradients over `microbatches`."""
   grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)
-  grad_of = lambda micro: grad_fn(state["params"], micro, cfg, r2l_weight, z_loss)
+  grad_of = lambda micro: grad_fn(state["params"], micro, cfg, r2l_weight, z_loss, loss_chunk)
   micro = _split_microbatches(batch, microbatches)
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                        jax.eval_shape(grad_of, jax.tree.map(lambda x: x[0], micro)))
@@ -48,14 +58,14 @@ def train_step(state, batch, *, cfg: ModelConfig, tx, microbatches: int, r2l_wei
   return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
 
-def eval_step(params, batch, *, cfg: ModelConfig):
+def eval_step(params, batch, *, cfg: ModelConfig, loss_chunk: int = 0):
   """Metric sums on one batch (L2R and R2L counted apart); the loop adds them over batches."""
-  loss_sum, (weight_total, sums) = _loss_sums(params, batch, cfg, 1.0, 0.0)
+  loss_sum, (weight_total, sums) = _loss_sums(params, batch, cfg, 1.0, 0.0, loss_chunk)
   return dict(sums, loss_sum=loss_sum, weight_total=weight_total)
 
 
 def jit_steps(cfg: ModelConfig, tx, mesh, rules, shardings, *, microbatches: int,
-              r2l_weight: float, z_loss: float):
+              r2l_weight: float, z_loss: float, loss_chunk: int = 0):
   """(train_step, eval_step), jitted: state donated, shardings fixed, activations constrained."""
 
   def traced(fn):
@@ -67,8 +77,8 @@ def jit_steps(cfg: ModelConfig, tx, mesh, rules, shardings, *, microbatches: int
 
   train = jax.jit(
       traced(functools.partial(train_step, cfg=cfg, tx=tx, microbatches=microbatches,
-                               r2l_weight=r2l_weight, z_loss=z_loss)),
+                               r2l_weight=r2l_weight, z_loss=z_loss, loss_chunk=loss_chunk)),
       in_shardings=(shardings, None), out_shardings=(shardings, None), donate_argnums=(0,))
-  evaluate = jax.jit(traced(functools.partial(eval_step, cfg=cfg)),
+  evaluate = jax.jit(traced(functools.partial(eval_step, cfg=cfg, loss_chunk=loss_chunk)),
                      in_shardings=(shardings["params"], None))
   return train, evaluate

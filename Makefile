@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/pretrain_bench.py
+	$(PY) benchmarks/step_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -27,6 +27,35 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   return 6 * matmul_params(cfg) + attention
 
 
+# Dense bfloat16 peak FLOP/s per device, from the vendors' spec sheets (no sparsity).
+PEAK_FLOPS_BF16 = (
+    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
+    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
+    ("TPU v4", 275e12),
+)
+
+
+def spec_peak_flops(device) -> float | None:
+  """The spec-sheet peak of an accelerator, or None (CPUs are measured instead)."""
+  kind = getattr(device, "device_kind", "")
+  return next((peak for name, peak in PEAK_FLOPS_BF16 if name.lower() in kind.lower()), None)
+
+
+def measure_matmul_peak(size: int = 2048, repeats: int = 5, dtype="float32") -> float:
+  """FLOP/s of the best of `repeats` square matmuls on the default device: the CPU denominator."""
+  key_a, key_b = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(key_a, (size, size), dtype)
+  b = jax.random.normal(key_b, (size, size), dtype)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 / best
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)

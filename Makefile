@@ -17,7 +17,7 @@ $(STAMP): setup.py
 
 # A real, small pretraining run on the embedded corpus. Run it twice: the second run resumes.
 smoke: $(STAMP)
-	$(VENV)/bin/batgpt train --gin_file=gin/smoke.gin --gin.TrainConfig.run_dir="'$(RUN_DIR)'"
+	$(VENV)/bin/batgpt train --gin_file=gin/smoke.gin --gin.TrainConfig.run_dir="'$(RUN_DIR)'" $(SMOKE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

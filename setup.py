@@ -17,6 +17,9 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6.5,<2.7",
     "numpy>=2.0,<3",
     "psutil>=5.9",
+    "safetensors>=0.8.0,<0.9",
+    "tokenizers>=0.23.3,<0.24",
+    "tqdm>=4.66",
 ]
 
 setuptools.setup(
@@ -29,6 +32,10 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8,<10", "pytest-timeout>=2.3"]},
+    extras_require={
+        # torch is pinned exactly: 2.13.0 is the CPU build; a looser range pulls a CUDA build.
+        "test": ["pytest>=8,<10", "torch==2.13.0", "transformers>=5.24,<5.25"],
+        "bench": ["matplotlib>=3.9,<4"],
+    },
     entry_points={"console_scripts": ["batgpt=batgpt_jax.cli:main"]},
 )

@@ -1,8 +1,11 @@
-"""The `batgpt` command: train, eval and tokenizer, configured T5X-style by gin.
+"""The `batgpt` command, configured T5X-style by gin files and --gin.X=Y bindings.
 
   batgpt train --gin_file=gin/smoke.gin --gin.TrainConfig.steps=100
   batgpt eval --gin_file=gin/smoke.gin
   batgpt tokenizer train --gin_file=gin/smoke.gin --output=runs/tok/sp --vocab_size=4096
+  batgpt grow --from_checkpoint=runs/small --to_gin=gin/models/big.gin --out=runs/big
+  batgpt convert export|import ...
+  batgpt generate --gin_file=gin/smoke.gin --prompt="Once upon a time"
 """
 
 import argparse
@@ -121,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
   tok_train.add_argument("--vocab_size", type=int, default=32768)
   tok_train.add_argument("--max_documents", type=int, default=200_000)
   tok_train.set_defaults(run=cmd_tokenizer_train)
+  # pylint: disable=import-outside-toplevel
+  from batgpt_jax import generate
+  from batgpt_jax.convert import command as convert_command
+  from batgpt_jax.grow import command as grow_command
+  grow_command.add_grow_command(sub)
+  convert_command.add_convert_command(sub)
+  generate.add_generate_command(sub)
   return parser
 
 

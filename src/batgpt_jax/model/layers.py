@@ -103,7 +103,8 @@ class Attention(nnx.Module):
       y = y + bias[...].astype(x.dtype)
     return parallel.constrain(y, names)
 
-  def __call__(self, x, positions, segment_ids):  # x: [batch, length, hidden]
+  def _rotated_qkv(self, x, positions):
+    """q [batch, length, heads, head_dim] and k, v [batch, length, kv_heads, head_dim]."""
     cfg = self.cfg
     bias = (lambda name: getattr(self, name)) if cfg.qkv_bias else (lambda name: None)
     q = self._project(x, self.q, bias("q_bias"), ("batch", "length", "heads", "head_dim"))
@@ -112,9 +113,32 @@ class Attention(nnx.Module):
     cos, sin = rope_angles(positions, cfg.rope_dim, cfg.rope_base)
     q = apply_rope(q, cos, sin, cfg.rope_dim, cfg.rope_style)
     k = apply_rope(k, cos, sin, cfg.rope_dim, cfg.rope_style)
+    return q, k, v
+
+  def __call__(self, x, positions, segment_ids):  # x: [batch, length, hidden]
+    q, k, v = self._rotated_qkv(x, positions)
     out = jax.nn.dot_product_attention(q, k, v, mask=attention_mask(segment_ids))
     # out: [batch, length, heads, head_dim]
     return jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(x.dtype))
+
+  def decode(self, x, positions, cache, index, start):
+    """Attention of `t` new tokens over a KV cache of `slots` entries per row.
+
+    x: [batch, t, hidden], written to cache slots index .. index+t-1 (the same for every row);
+    positions: [batch, t]; cache: {'k', 'v'}, each [batch, slots, kv_heads, head_dim];
+    start: [batch], each row's first real slot (rows are left-padded; earlier slots are masked).
+    Returns the output [batch, t, hidden] and the updated cache.
+    """
+    q, k, v = self._rotated_qkv(x, positions)
+    cache = {name: jax.lax.dynamic_update_slice(cache[name], new.astype(cache[name].dtype),
+                                                (0, index, 0, 0))
+             for name, new in (("k", k), ("v", v))}
+    slots = jnp.arange(cache["k"].shape[1])
+    query_slots = index + jnp.arange(x.shape[1])
+    mask = ((slots[None, None, :] <= query_slots[None, :, None])
+            & (slots[None, None, :] >= start[:, None, None]))  # [batch, t, slots]
+    out = jax.nn.dot_product_attention(q, cache["k"], cache["v"], mask=mask[:, None])
+    return jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(x.dtype)), cache
 
 
 class MLP(nnx.Module):

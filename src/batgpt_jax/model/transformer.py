@@ -33,6 +33,12 @@ class Block(nnx.Module):
     x = x + self.mlp(self.mlp_norm(x))
     return parallel.constrain(x, RESIDUAL)
 
+  def decode(self, x, positions, cache, index, start):
+    """The block over `t` new tokens with its layer's KV cache (see `Attention.decode`)."""
+    attended, cache = self.attn.decode(self.attn_norm(x), positions, cache, index, start)
+    x = x + attended
+    return x + self.mlp(self.mlp_norm(x)), cache
+
 
 class Decoder(nnx.Module):
   """tokens [batch, length] -> logits [batch, length, vocab] (float32)."""
@@ -67,6 +73,23 @@ class Decoder(nnx.Module):
 
   def __call__(self, tokens, positions, segment_ids):
     return self.logits(self.hidden_states(tokens, positions, segment_ids))
+
+  def decode(self, tokens, positions, cache, index, start):
+    """Logits of `t` new tokens [batch, t, vocab] and the updated cache, layer by layer.
+
+    tokens, positions: [batch, t]; cache: {'k', 'v'}, each [layers, batch, slots, kv_heads,
+    head_dim] (from `init_cache`); index: the cache slot of the first new token; start: [batch]
+    the first real slot of each left-padded row.
+    """
+    x = self.embed(tokens)
+    graphdef, stacked = nnx.split(self.blocks)
+
+    def layer(x, block_and_cache):
+      block_state, layer_cache = block_and_cache
+      return nnx.merge(graphdef, block_state).decode(x, positions, layer_cache, index, start)
+
+    x, cache = jax.lax.scan(layer, x, (stacked, cache))
+    return self.logits(self.final_norm(x)), cache
 
 
 def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
@@ -111,3 +134,15 @@ def apply(cfg: ModelConfig, params: dict, tokens, positions, segment_ids, *, met
   """Runs the decoder on pure-dict parameters: the functional entry point used under jit."""
   graphdef, _ = _abstract_model(cfg)
   return getattr(nnx.merge(graphdef, params), method)(tokens, positions, segment_ids)
+
+
+def init_cache(cfg: ModelConfig, batch: int, slots: int) -> dict:
+  """An empty KV cache: {'k', 'v'}, each [layers, batch, slots, kv_heads, head_dim]."""
+  shape = (cfg.n_layers, batch, slots, cfg.n_kv_heads, cfg.head_dim)
+  return {"k": jnp.zeros(shape, cfg.dtype), "v": jnp.zeros(shape, cfg.dtype)}
+
+
+def decode(cfg: ModelConfig, params: dict, tokens, positions, cache: dict, index, start):
+  """`Decoder.decode` on pure-dict parameters: (logits [batch, t, vocab], updated cache)."""
+  graphdef, _ = _abstract_model(cfg)
+  return nnx.merge(graphdef, params).decode(tokens, positions, cache, index, start)

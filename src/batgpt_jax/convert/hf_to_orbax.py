@@ -1,0 +1,107 @@
+"""Import: a Hugging Face directory (llama, qwen2 or batgpt safetensors) -> a run directory.
+
+The run directory holds checkpoints/0 (the weights, a fresh optimizer state, step 0) and
+model.gin (the ModelConfig bindings), ready for `batgpt train` / `batgpt eval`. HF tensors are
+read one at a time into our stacked parameters; every name and shape is checked first.
+"""
+
+import dataclasses
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from batgpt_jax import convert
+from batgpt_jax.convert import checkpoint_io, layout, safetensors_io
+from batgpt_jax.convert.orbax_to_hf import STASH_KEY
+from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import state as train_state
+
+_ARCHITECTURE_FIELDS = ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                        "ffn", "rope_fraction", "rope_style", "rope_base", "norm_eps", "qkv_bias")
+
+
+@dataclasses.dataclass
+class Imported:
+  run_dir: str
+  layout: str
+  model_cfg: ModelConfig
+  gin_path: str
+
+
+def read_hf_config(hf_dir: str) -> dict:
+  path = os.path.join(hf_dir, "config.json")
+  if not os.path.exists(path):
+    found = sorted(os.listdir(hf_dir))[:20] if os.path.isdir(hf_dir) else "it does not exist"
+    raise FileNotFoundError(f"No config.json in {hf_dir} (found: {found}); point the import at "
+                            "a Hugging Face model directory.")
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def model_config(hf: dict, layout_name: str | None, base: ModelConfig,
+                 dtype: str | None) -> tuple[ModelConfig, object]:
+  """(our ModelConfig, layout module) for a config.json; non-architecture fields from `base`."""
+  model_type = hf.get("model_type")
+  name = layout_name or model_type
+  if name not in convert.LAYOUTS:
+    raise layout.LayoutError(f"config.json has model_type {model_type!r}, which is none of the "
+                             f"supported layouts {sorted(convert.LAYOUTS)}.")
+  if layout_name and model_type and model_type != layout_name:
+    raise layout.LayoutError(f"--layout={layout_name} but config.json says model_type "
+                             f"{model_type!r}; drop the flag or use the matching layout.")
+  target = convert.LAYOUTS[name]
+  fields = target.model_fields(hf)
+  stash = (hf.get(STASH_KEY) or {}).get("model")
+  if stash and all(stash.get(k) == fields[k] for k in _ARCHITECTURE_FIELDS):
+    base = ModelConfig.from_dict(stash)  # written by our export: keep every field as it was
+    fields = {}
+  cfg = dataclasses.replace(base, **fields)
+  if dtype is not None:
+    cfg = dataclasses.replace(cfg, param_dtype=dtype)
+  return cfg, target
+
+
+def import_hf(hf_dir: str, run_dir: str, *, layout_name: str | None = None,
+              dtype: str | None = None, base_cfg: ModelConfig | None = None,
+              opt_cfg: train_state.OptimizerConfig | None = None,
+              progress: bool = True) -> Imported:
+  checkpoint_io.ensure_new_run_dir(run_dir)
+  hf = read_hf_config(hf_dir)
+  cfg, target = model_config(hf, layout_name, base_cfg or ModelConfig(), dtype)
+  tensors = target.tensors(cfg)
+  expected = layout.hf_shapes(cfg, tensors)
+  tied = bool(hf.get("tie_word_embeddings", False))
+  embed_name = next(t.name for t in tensors if t.sources == ("embed/embedding",))
+  if tied:
+    del expected["lm_head.weight"]  # the output projection is the embedding, transposed
+  reader = safetensors_io.SafetensorsReader(hf_dir)
+  layout.check_tensor_set(reader.shapes(), expected, hf_dir, target.NAME)
+
+  ours = layout.our_shapes(cfg)
+  params: dict = {}
+  bar = tqdm(total=len(expected), unit="tensor", desc=f"import {target.NAME}",
+             disable=not progress)
+  for tensor in tensors:
+    outs = [np.empty(ours[s], cfg.params_dtype) for s in tensor.sources]
+    for i, name in enumerate(tensor.names(cfg.n_layers)):
+      source = embed_name if (tied and name == "lm_head.weight") else name
+      for out, part in zip(outs, tensor.from_hf(reader.get(source))):
+        if tensor.per_layer:
+          out[i] = part
+        else:
+          out[...] = part
+      if not (tied and name == "lm_head.weight"):
+        bar.update()
+    for path, out in zip(tensor.sources, outs):
+      layout.set_param(params, path, jnp.asarray(out))
+  bar.close()
+  header = (f"Imported from {os.path.abspath(hf_dir)} ({target.NAME} layout) by "
+            "`batgpt convert import`.\nUse it with --gin_file=<this file> "
+            f"--gin.TrainConfig.run_dir=\"'{os.path.abspath(run_dir)}'\"")
+  gin_path = checkpoint_io.write_run_dir(run_dir, cfg, params,
+                                         opt_cfg or train_state.OptimizerConfig(), header)
+  return Imported(run_dir=os.path.abspath(run_dir), layout=target.NAME, model_cfg=cfg,
+                  gin_path=gin_path)

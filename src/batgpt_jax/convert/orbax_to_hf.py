@@ -1,0 +1,101 @@
+"""Export: an orbax checkpoint step -> a Hugging Face directory in an exact layout.
+
+Tensors are read from the checkpoint one (stacked) parameter at a time and streamed to the
+safetensors files, so peak memory stays near our largest parameter, whatever the model size.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+from tqdm import tqdm
+
+from batgpt_jax import convert
+from batgpt_jax.convert import checkpoint_io, layout, safetensors_io
+from batgpt_jax.convert import tokenizer as hf_tokenizer
+from batgpt_jax.data import vocab as vocab_lib
+
+STASH_KEY = "batgpt_jax"  # our full ModelConfig, kept in config.json for an exact round trip
+
+
+@dataclasses.dataclass
+class Exported:
+  out_dir: str
+  layout: str
+  step: int
+  files: list[str]
+
+
+def _special_ids(sp_model_path: str | None) -> dict:
+  if sp_model_path is None:
+    return {"pad_token_id": vocab_lib.PAD_ID, "eos_token_id": vocab_lib.EOS_ID,
+            "bos_token_id": None}
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  sp = spm.SentencePieceProcessor(model_file=sp_model_path)
+  none_if_absent = lambda i: i if i >= 0 else None
+  return {"pad_token_id": none_if_absent(sp.pad_id()), "eos_token_id": none_if_absent(sp.eos_id()),
+          "bos_token_id": none_if_absent(sp.bos_id())}
+
+
+def export(checkpoint: str, out_dir: str, *, step: int | None = None,
+           layout_name: str | None = None, dtype: str | None = None,
+           max_shard_bytes: int = 2 << 30, sp_model_path: str | None = None,
+           progress: bool = True) -> Exported:
+  """Writes config.json, generation_config.json, safetensors (+ index) and tokenizer files."""
+  checkpoints_dir, step = checkpoint_io.find_step(checkpoint, step)
+  cfg, _ = checkpoint_io.read_config(checkpoints_dir, step)
+  target = convert.layout_for(cfg, layout_name)
+  dtype = dtype or cfg.param_dtype
+  if dtype not in safetensors_io.DTYPES:
+    raise ValueError(f"dtype {dtype!r}; expected one of {sorted(safetensors_io.DTYPES)}")
+
+  saved = checkpoint_io.param_shapes(checkpoints_dir, step)
+  expected = layout.our_shapes(cfg)
+  if {path: shape for path, (shape, _) in saved.items()} != expected:
+    raise ValueError(f"The parameters in {checkpoints_dir}/{step} do not have the shapes of its "
+                     "own saved model config; the checkpoint is damaged or was edited.")
+  stale = [f for f in (safetensors_io.SINGLE_NAME, safetensors_io.INDEX_NAME)
+           if os.path.exists(os.path.join(out_dir, f))]
+  if stale:
+    raise FileExistsError(f"{out_dir} already holds a model ({', '.join(stale)}); export into "
+                          "a new or empty directory.")
+  tensors = target.tensors(cfg)
+  shapes = layout.hf_shapes(cfg, tensors)
+  os.makedirs(out_dir, exist_ok=True)
+  writer = safetensors_io.ShardedWriter(out_dir, shapes, dtype, max_shard_bytes)
+  loaded: dict = {}
+  bar = tqdm(total=len(shapes), unit="tensor", desc=f"export {target.NAME}", disable=not progress)
+  for k, tensor in enumerate(tensors):
+    still_needed = {s for later in tensors[k:] for s in later.sources}
+    for path in [p for p in loaded if p not in still_needed]:
+      del loaded[path]  # free each parameter as soon as no later tensor uses it
+    loaded.update(checkpoint_io.read_params(
+        checkpoints_dir, step, [s for s in tensor.sources if s not in loaded], saved))
+    for i, name in enumerate(tensor.names(cfg.n_layers)):
+      parts = [loaded[s][i] if tensor.per_layer else loaded[s] for s in tensor.sources]
+      writer.write(name, tensor.to_hf(*parts))
+      bar.update()
+  bar.close()
+  loaded.clear()
+  files = writer.close()
+
+  special = _special_ids(sp_model_path)
+  config = target.hf_config(cfg, dtype, special)
+  config[STASH_KEY] = {"model": cfg.to_dict(), "layout": target.NAME, "step": step}
+  _write_json(os.path.join(out_dir, "config.json"), config)
+  _write_json(os.path.join(out_dir, "generation_config.json"),
+              {**special, "do_sample": False, "max_length": cfg.max_len})
+  files += ["config.json", "generation_config.json"]
+  if sp_model_path is not None:
+    files += hf_tokenizer.write_hf_tokenizer(sp_model_path, out_dir, model_max_length=cfg.max_len)
+  else:
+    logging.warning("No tokenizer given: %s has weights and config but no tokenizer files.",
+                    out_dir)
+  return Exported(out_dir=out_dir, layout=target.NAME, step=step, files=files)
+
+
+def _write_json(path: str, value: dict) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2, ensure_ascii=False)
+    f.write("\n")

@@ -40,3 +40,9 @@ def test_missing_gin_file_is_a_clear_error():
   with pytest.raises(SystemExit) as err:
     cli.main(["train", "--gin_file=gin/nope.gin"])
   assert "nope.gin" in str(err.value)
+
+
+def test_an_invalid_model_config_is_a_one_line_error():
+  with pytest.raises(SystemExit) as err:
+    cli.main(["train", "--gin_file=gin/smoke.gin", "--gin.ModelConfig.n_kv_heads=3"])
+  assert "n_heads=4 must be a multiple of n_kv_heads=3" in str(err.value)

@@ -81,8 +81,11 @@ def _configs():
   from batgpt_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from batgpt_jax.model.config import ModelConfig  # pylint: disable=import-outside-toplevel
   from batgpt_jax.train import loop, state  # pylint: disable=import-outside-toplevel
-  return dict(cfg=loop.TrainConfig(), model_cfg=ModelConfig(), data_cfg=pipeline.DataConfig(),
-              mesh_cfg=parallel.MeshConfig(), opt_cfg=state.OptimizerConfig())
+  try:
+    return dict(cfg=loop.TrainConfig(), model_cfg=ModelConfig(), data_cfg=pipeline.DataConfig(),
+                mesh_cfg=parallel.MeshConfig(), opt_cfg=state.OptimizerConfig())
+  except ValueError as err:  # the configs validate themselves; say which setting to change
+    raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
 
 
 def cmd_train(args, gin_text: str) -> int:

@@ -35,7 +35,9 @@ def manager(directory: str, *, keep: int, async_save: bool = True) -> ocp.Checkp
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=ITEMS)
+  # Local paths are made absolute (orbax requires it); gs:// and other URLs pass through.
+  path = directory if "://" in directory else os.path.abspath(directory)
+  return ocp.CheckpointManager(path, options=options, item_names=ITEMS)
 
 
 def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_cfg: ModelConfig,
@@ -68,7 +70,7 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, model_cfg: ModelCon
         + "\n  ".join(diffs)
         + "\nUse the gin model file it was trained with, or point TrainConfig.run_dir at a new "
           "directory (or `batgpt grow` it to the new size).")
-  if saved.get("gin") and saved["gin"] != gin_text:
+  if gin_text and saved.get("gin") and saved["gin"] != gin_text:
     changed = [line for line in difflib.unified_diff(
         saved["gin"].splitlines(), gin_text.splitlines(), "checkpoint", "now", n=0, lineterm="")
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]

@@ -15,6 +15,16 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 GIN_DIR = REPO / "gin"
 
 
+def mesh_config(shape=(-1, 1, 1)):
+  """A MeshConfig of `shape` with the rules of gin/mesh/rules.gin."""
+  from batgpt_jax import parallel  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([str(GIN_DIR / "mesh" / "rules.gin")], [])
+  config = parallel.MeshConfig(shape=shape)
+  gin.clear_config()
+  return config
+
+
 @pytest.fixture
 def axis_rules():
   """The logical axis rules of gin/mesh/rules.gin."""

@@ -4,8 +4,8 @@ import argparse
 import os
 
 import pytest
+from conftest import mesh_config
 
-from batgpt_jax import parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.grow import command, params as grow_params, width
 from batgpt_jax.grow.plan import GrowthError, plan_growth
@@ -35,11 +35,7 @@ TrainConfig.steps = 12
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   os.environ["BATGPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-  from conftest import GIN_DIR  # pylint: disable=import-outside-toplevel
-  import gin  # pylint: disable=import-outside-toplevel
-  gin.parse_config_files_and_bindings([str(GIN_DIR / "mesh" / "rules.gin")], [])
-  mesh_cfg = parallel.MeshConfig(shape=(-1, 1, 1))
-  gin.clear_config()
+  mesh_cfg = mesh_config()
   return dict(data_cfg=pipeline.DataConfig(vocab_size=SMALL.vocab_size), mesh_cfg=mesh_cfg,
               opt_cfg=train_state.OptimizerConfig(learning_rate=3e-3, warmup_steps=5))
 

@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from grow_function_test import trained_like_params as _random_params
 import optax
 import pytest
 
@@ -25,18 +26,6 @@ def _configs(kv_heads: int) -> tuple[ModelConfig, ModelConfig]:
   big = ModelConfig(**{**small.to_dict(), "hidden": 64, "n_heads": 8, "ffn": 144, "n_layers": 3,
                        "n_kv_heads": 1 if kv_heads == 1 else 2 * kv_heads})
   return small, big
-
-
-def _random_params(cfg: ModelConfig, seed: int = 0) -> dict:
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name, noise = str(path[-1].key), rng.standard_normal(leaf.shape)
-    value = (1.0 + 0.3 * noise if name == "scale" else
-             0.2 * noise if name.endswith("_bias") else cfg.init_std * noise)
-    return jnp.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(draw, transformer.abstract_params(cfg))
 
 
 @functools.partial(jax.jit, static_argnums=0)

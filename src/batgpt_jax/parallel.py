@@ -57,10 +57,10 @@ def resolve_mesh_shape(shape: Sequence[int], n_devices: int) -> tuple[int, ...]:
 def mesh_from_config(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = resolve_mesh_shape(cfg.shape, len(devices))
-  try:
-    grid = mesh_utils.create_device_mesh(shape, devices)
-  except (ValueError, NotImplementedError, AssertionError):
-    grid = np.asarray(devices).reshape(shape)  # CPU and odd topologies: plain row-major order
+  if devices[0].platform == "cpu":
+    grid = np.asarray(devices).reshape(shape)  # no interconnect topology: plain row-major order
+  else:
+    grid = mesh_utils.create_device_mesh(shape, devices)  # follows the ICI / NVLink topology
   return Mesh(grid, MESH_AXES)
 
 

@@ -61,6 +61,7 @@ def parse_gin(files: list[str], bindings: list[str]) -> str:
   """Parses gin files and bindings; unknown names become a clear error. Returns the gin text."""
   # Importing the loop registers every configurable (model, data, mesh, optimizer, train).
   import batgpt_jax.train.loop  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  import batgpt_jax.distributed  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   gin.add_config_file_search_path(str(GIN_DIR))
   gin.add_config_file_search_path(str(GIN_DIR.parent))
   try:
@@ -88,14 +89,31 @@ def _configs():
     raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
 
 
+def join_processes(args) -> None:
+  """Starts JAX's multi-process runtime when this is one process of many (before any device use)."""
+  from batgpt_jax import distributed  # pylint: disable=import-outside-toplevel
+  try:
+    distributed.initialize(distributed.DistributedConfig(), distributed.flags_of(args))
+  except ValueError as err:
+    raise SystemExit(f"error: {err}") from None
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1:  # tell the hosts' interleaved logs apart
+    tag = f"[{jax.process_index()}/{jax.process_count()}] "
+    for handler in logging.getLogger().handlers:
+      handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname).1s {tag}%(message)s",
+                                             datefmt="%H:%M:%S"))
+
+
 def cmd_train(args, gin_text: str) -> int:
   from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
+  join_processes(args)
   loop.train(**_configs(), gin_text=gin_text)
   return 0
 
 
 def cmd_eval(args, gin_text: str) -> int:
   from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
+  join_processes(args)
   loop.evaluate_checkpoint(**_configs(), gin_text=gin_text)
   return 0
 
@@ -113,11 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="batgpt", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
+  from batgpt_jax import distributed  # pylint: disable=import-outside-toplevel
   train = sub.add_parser("train", help="pretrain (or resume) a model")
   _gin_args(train)
+  distributed.add_flags(train)
   train.set_defaults(run=cmd_train)
   evaluate = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
   _gin_args(evaluate)
+  distributed.add_flags(evaluate)
   evaluate.set_defaults(run=cmd_eval)
   tokenizer = sub.add_parser("tokenizer", help="tokenizer tools")
   tok_sub = tokenizer.add_subparsers(dest="tokenizer_command", required=True)

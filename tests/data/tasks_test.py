@@ -58,11 +58,23 @@ def test_text_glob_over_two_files(tmp_path, data_tiny_vocab):
   assert tasks.register_task(source, data_tiny_vocab) == name  # idempotent
   everything = ["First doc line one.\nline two.", "Second doc.", "Third doc.", "Fourth doc.",
                 "Fifth doc."]
-  assert _texts(name, data_tiny_vocab, "validation") == everything[:1]
-  assert _texts(name, data_tiny_vocab, "train") == everything[1:]
+  # Document 0 of each file is held out (1 in 50, counted per file).
+  assert _texts(name, data_tiny_vocab, "validation") == [everything[0], everything[2]]
+  assert _texts(name, data_tiny_vocab, "train") == [everything[1]] + everything[3:]
   lines = tasks.TextFiles(f"{tmp_path}/a.txt,{tmp_path}/b.txt", documents="line")
   assert list(tasks.raw_documents(lines, "train")) == [
-      "line two.", "Second doc.", "Third doc.", "Fourth doc.", "Fifth doc."]
+      "line two.", "Second doc.", "Fourth doc.", "Fifth doc."]
+
+
+def test_shards_read_whole_files_when_there_are_enough(tmp_path):
+  _write(tmp_path / "a.txt", ["a0", "a1", "a2"])
+  _write(tmp_path / "b.txt", ["b0", "b1", "b2", "b3"])
+  source = tasks.TextFiles(str(tmp_path / "*.txt"), documents="line")
+  assert [list(tasks.raw_documents(source, "train", s, 2)) for s in range(2)] == [
+      ["a1", "a2"], ["b1", "b2", "b3"]]  # each shard opens only its own file
+  # More shards than files: every shard reads all and keeps every third document.
+  assert [list(tasks.raw_documents(source, "train", s, 3)) for s in range(3)] == [
+      ["a1", "b2"], ["a2", "b3"], ["b1"]]
 
 
 def test_jsonl_with_a_custom_field(tmp_path, data_tiny_vocab):
@@ -72,9 +84,8 @@ def test_jsonl_with_a_custom_field(tmp_path, data_tiny_vocab):
   _write(tmp_path / "y.jsonl", ['{"content": "Record five"}', '{"content": "trunc'])
   name = tasks.register_task(tasks.JsonlFiles(str(tmp_path / "*.jsonl"), "content"),
                              data_tiny_vocab)
-  assert _texts(name, data_tiny_vocab, "validation") == ["Record 0 你好"]
-  assert _texts(name, data_tiny_vocab, "train") == [f"Record {i} 你好" for i in range(1, 5)] + [
-      "Record five"]
+  assert _texts(name, data_tiny_vocab, "validation") == ["Record 0 你好", "Record five"]
+  assert _texts(name, data_tiny_vocab, "train") == [f"Record {i} 你好" for i in range(1, 5)]
   assert tasks.invalid_json_count() == before + 1
   with pytest.raises(ValueError, match=r"x.jsonl:1 has no string field 'text' \(found \['content"):
     tasks.register_task(tasks.JsonlFiles(str(tmp_path / "x.jsonl")), data_tiny_vocab)

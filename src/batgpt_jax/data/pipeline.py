@@ -1,12 +1,17 @@
 """Per-host, deterministic, resumable numpy batches for training and evaluation.
 
-The walk of a document: seqio mixture (this host's share, repeated) -> direction
-(assign_directions) -> shuffle (seeded buffer) -> pack -> batch of this host's rows -> numpy
-targets. Every step is deterministic for a seed, so batch k is a function of (config, host, k)
-and resuming at data position k skips k batches to see exactly what an uninterrupted run saw.
-Skipping still reads and packs those batches (no model work): expect it to take
-k * rows * seq_len / (pipeline tokens/s).
+The data is cut into `DataConfig.shards` disjoint shards (default: one per row of the global
+batch). Each shard is its own walk: seqio mixture (documents j = s mod shards, repeated) ->
+direction (assign_directions) -> shuffle (seeded buffer) -> pack. Global batch k is the
+concatenation, in shard order, of global_batch/shards rows from every shard, and each host
+builds only the rows of the shards it owns (a contiguous block, matching its block of the
+batch-sharded global array). So batch k is a function of (config, k) alone: the same for 1, 2 or
+4 hosts, and a run resumed on another process count sees exactly the batches it would have seen.
+Resuming at data position k skips k batches; that still reads and packs them (no model work):
+expect it to take k * rows * seq_len / (pipeline tokens/s).
 """
+
+import math
 
 import dataclasses
 from typing import Iterator
@@ -31,7 +36,8 @@ class DataConfig:
   seed: int = 0
   vocab_path: str | None = None  # None: the default vocabulary, trained on the embedded corpus
   vocab_size: int = 2048  # only for the default vocabulary
-  shuffle_buffer: int = 10_000  # documents
+  shuffle_buffer: int = 10_000  # documents, over all shards
+  shards: int = 0  # independent data shards; 0 = one per global-batch row. Hosts must divide it.
 
   def __post_init__(self):
     # gin gives lists; keep the config hashable and comparable.
@@ -39,6 +45,9 @@ class DataConfig:
     if self.direction_mode not in preprocessors.DIRECTION_MODES:
       raise ValueError(f"DataConfig.direction_mode={self.direction_mode!r}; expected one of "
                        f"{preprocessors.DIRECTION_MODES}.")
+    if self.shards < 0:
+      raise ValueError(f"DataConfig.shards={self.shards}; use 0 (one per global-batch row) or a "
+                       "positive divisor of TrainConfig.global_batch.")
     if self.shuffle_buffer < 1:
       raise ValueError(f"DataConfig.shuffle_buffer={self.shuffle_buffer}; it must be >= 1 "
                        "(1 = no shuffling).")
@@ -51,35 +60,72 @@ def vocabulary_for(cfg: DataConfig):
   return vocab_lib.default_vocabulary(cfg.vocab_size)
 
 
-def _host(process_index, process_count, global_batch: int) -> tuple[int, int, int]:
+@dataclasses.dataclass(frozen=True)
+class ShardLayout:
+  """Which data shards this host reads, and how many rows each gives per global batch."""
+
+  shards: tuple[int, ...]  # this host's shard ids, a contiguous block
+  num_shards: int
+  rows_per_shard: int
+  host: int
+  hosts: int
+
+
+def shard_layout(cfg: DataConfig, global_batch: int, process_index: int | None = None,
+                 process_count: int | None = None) -> ShardLayout:
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
   if not 0 <= index < count:
     raise ValueError(f"process_index={index} is outside [0, process_count={count}).")
-  if global_batch % count:
-    raise ValueError(f"global_batch={global_batch} is not divisible by the {count} hosts; "
-                     f"use a multiple of {count}.")
-  return index, count, global_batch // count
+  num_shards = cfg.shards or global_batch
+  if global_batch % num_shards:
+    raise ValueError(f"DataConfig.shards={num_shards} does not divide the global batch of "
+                     f"{global_batch} rows; use a divisor of it (or 0: one shard per row).")
+  if num_shards % count:
+    raise ValueError(
+        f"{count} hosts cannot split DataConfig.shards={num_shards} data shards evenly (global "
+        f"batch {global_batch}); use a shard count (and global batch) that is a multiple of "
+        f"{count}.")
+  per_host = num_shards // count
+  return ShardLayout(tuple(range(index * per_host, (index + 1) * per_host)), num_shards,
+                     global_batch // num_shards, index, count)
 
 
 def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle: bool,
-                 seq_len: int, index: int, count: int) -> tf.data.Dataset:
+                 seq_len: int, shard: int, num_shards: int) -> tf.data.Dataset:
   name = tasks.register_mixture(cfg.sources, vocabulary)
   documents = seqio.get_mixture_or_task(name).get_dataset(
-      sequence_length=None, split=split, shuffle=False, seed=cfg.seed,
-      shard_info=seqio.ShardInfo(index=index, num_shards=count), num_epochs=None,
+      sequence_length=None, split=split, shuffle=False, seed=cfg.seed + shard,
+      shard_info=seqio.ShardInfo(index=shard, num_shards=num_shards), num_epochs=None,
       trim_output_features=False)  # [n] int32 token ids per document, ending in EOS
   l2r_id, r2l_id = vocab_lib.direction_ids(vocabulary)
   directed = preprocessors.assign_directions(documents, mode=mode, seed=cfg.seed,
                                              l2r_id=l2r_id, r2l_id=r2l_id)
-  if shuffle and cfg.shuffle_buffer > 1:
-    directed = directed.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+  buffer = math.ceil(cfg.shuffle_buffer / num_shards)
+  if shuffle and buffer > 1:
+    directed = directed.shuffle(buffer, seed=cfg.seed * 1_000_003 + shard)
   return preprocessors.pack(directed, seq_len)  # rows of [seq_len]
 
 
-def _out_of_data(split: str, cfg: DataConfig, index: int, count: int) -> ValueError:
-  return ValueError(f"The {split} split of {cfg.sources} gave host {index} of {count} no "
-                    "documents. Add data, or use fewer hosts than documents.")
+def _host_batches(cfg: DataConfig, vocabulary, layout: ShardLayout, *, split: str, mode: str,
+                  shuffle: bool, seq_len: int) -> tf.data.Dataset:
+  """This host's rows of each global batch: rows_per_shard from each of its shards, in order."""
+  per_shard = [
+      _packed_rows(cfg, vocabulary, split=split, mode=mode, shuffle=shuffle, seq_len=seq_len,
+                   shard=s, num_shards=layout.num_shards).batch(layout.rows_per_shard,
+                                                                drop_remainder=True)
+      for s in layout.shards]
+  if len(per_shard) == 1:
+    return per_shard[0]
+  return tf.data.Dataset.zip(tuple(per_shard)).map(
+      lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]})
+
+
+def _out_of_data(cfg: DataConfig, layout: ShardLayout) -> ValueError:
+  return ValueError(
+      f"The train split of {cfg.sources} gave no documents to one of the data shards "
+      f"{layout.shards[0]}..{layout.shards[-1]} (of {layout.num_shards}) read by host "
+      f"{layout.host} of {layout.hosts}. Add data, or use fewer shards (DataConfig.shards).")
 
 
 def train_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int,
@@ -90,18 +136,17 @@ def train_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: in
   Each batch: tokens, targets, segment_ids, positions, directions int32 [b, L] and
   loss_weights float32 [b, L], with b = global_batch // process_count.
   """
-  index, count, rows = _host(process_index, process_count, global_batch)
+  layout = shard_layout(cfg, global_batch, process_index, process_count)
   if start_position < 0:
     raise ValueError(f"start_position={start_position}; it counts consumed batches, >= 0.")
-  packed = _packed_rows(cfg, vocabulary, split="train", mode=cfg.direction_mode, shuffle=True,
-                        seq_len=seq_len, index=index, count=count)
-  batched = packed.batch(rows, drop_remainder=True).skip(start_position).prefetch(2)
+  batched = _host_batches(cfg, vocabulary, layout, split="train", mode=cfg.direction_mode,
+                          shuffle=True, seq_len=seq_len).skip(start_position).prefetch(2)
   _, r2l_id = vocab_lib.direction_ids(vocabulary)
 
   def generate():
     for batch in batched.as_numpy_iterator():
       yield preprocessors.make_targets(batch, r2l_id)  # [rows, seq_len] each
-    raise _out_of_data("train", cfg, index, count)
+    raise _out_of_data(cfg, layout)
 
   return generate()
 
@@ -111,15 +156,23 @@ def eval_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int
                  process_count: int | None = None) -> list[dict[str, np.ndarray]]:
   """`num_batches` of this host's rows from the held-out split: unshuffled, the same each call.
 
-  Both directions are evaluated unless the run trains L2R only; a small split is cycled.
+  The held-out split is read as one stream (not in data shards): a small split still fills
+  every row, and the batches are the same for any process count. Each host packs the first
+  num_batches * global_batch rows and keeps its block, so its reading is bounded by the eval
+  size, not the split. Both directions are evaluated unless the run trains L2R only; a small
+  split is cycled.
   """
-  index, count, rows = _host(process_index, process_count, global_batch)
+  layout = shard_layout(cfg, global_batch, process_index, process_count)
+  rows = global_batch // layout.hosts
   mode = "l2r" if cfg.direction_mode == "l2r" else "both"
   packed = _packed_rows(cfg, vocabulary, split="validation", mode=mode, shuffle=False,
-                        seq_len=seq_len, index=index, count=count)
+                        seq_len=seq_len, shard=0, num_shards=1)
   _, r2l_id = vocab_lib.direction_ids(vocabulary)
-  batches = [preprocessors.make_targets(batch, r2l_id) for batch in
-             packed.batch(rows, drop_remainder=True).take(num_batches).as_numpy_iterator()]
+  mine = slice(layout.host * rows, (layout.host + 1) * rows)
+  batches = [preprocessors.make_targets({k: v[mine] for k, v in batch.items()}, r2l_id)
+             for batch in packed.batch(global_batch, drop_remainder=True).take(num_batches)
+             .as_numpy_iterator()]
   if len(batches) < num_batches:
-    raise _out_of_data("validation", cfg, index, count)
+    raise ValueError(f"The validation split of {cfg.sources} has no documents. Add data, or "
+                     "set TrainConfig.eval_every = 0 to train without evaluation.")
   return batches

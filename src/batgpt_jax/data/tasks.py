@@ -4,13 +4,17 @@ A source is a small frozen, gin-configurable description (`DefaultCorpus`, `Text
 `JsonlFiles`, `TfdsDataset`). `register_task` turns one into a seqio Task whose only output
 feature is 'targets' (token ids ending in EOS); `register_mixture` mixes several by rate.
 
-Splits. TFDS sources use their own splits. For the corpus and file sources, document number i
-(counted over the files in sorted order) is held out for 'validation' when
-i % validation_split.eval_every == 0 (default 1 in 50); 'train' is the rest.
+Splits. TFDS sources use their own splits. For the embedded corpus, document number i is held
+out for 'validation' when i % validation_split.eval_every == 0 (default 1 in 50); for file
+sources the same rule applies to document i of each file, so a file's split does not depend on
+which other files exist. 'train' is the rest.
 
-Sharding. Each host (seqio ShardInfo index of num_shards) reads every file but keeps only
-documents j ≡ index (mod num_shards) of its split, so hosts get disjoint shares that cover the
-split even when there is a single file.
+Sharding (seqio ShardInfo: data shard `index` of `num_shards`; see data/pipeline.py). When a file
+source has at least as many files as shards, shard s reads only files s, s + num_shards, ... (in
+sorted order): at scale a host reads its own files, nothing else. Make the files similar in size:
+every shard repeats its own files, so a shard of small files cycles them more often. With fewer
+files than shards (and for the embedded corpus), every shard reads all of them and keeps documents
+j = index (mod num_shards) of its split. TFDS sources use `Dataset.shard`.
 
 Invalid input. A line of a text or JSONL file that is not valid UTF-8, and a JSONL line that is
 not valid JSON, is SKIPPED and COUNTED, not fatal: one corrupt line should not stop a long run.
@@ -181,36 +185,50 @@ def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
       yield record[text_field]
 
 
-def _all_documents(source) -> Iterator[str]:
-  """Every document of a corpus or file source, in a fixed order."""
+def _file_documents(source, path: str) -> Iterator[str]:
+  if isinstance(source, TextFiles):
+    return _text_file_documents(path, source.documents)
+  if isinstance(source, JsonlFiles):
+    return _jsonl_documents(path, source.text_field)
+  raise TypeError(f"Expected a DefaultCorpus, TextFiles or JsonlFiles source, found {source!r}.")
+
+
+def _document_streams(source) -> list[Iterator[str]]:
+  """A corpus or file source as streams of documents (one per file), in a fixed order."""
   if isinstance(source, DefaultCorpus):
-    yield from corpus.read_default_documents()
-  elif isinstance(source, TextFiles):
-    for path in matching_files(source.file_pattern):
-      yield from _text_file_documents(path, source.documents)
-  elif isinstance(source, JsonlFiles):
-    for path in matching_files(source.file_pattern):
-      yield from _jsonl_documents(path, source.text_field)
-  else:
-    raise TypeError(f"Expected a DefaultCorpus, TextFiles or JsonlFiles source, found "
-                    f"{source!r}.")
+    return [corpus.read_default_documents()]
+  return [_file_documents(source, path) for path in matching_files(source.file_pattern)]
+
+
+def _all_documents(source) -> Iterator[str]:
+  for stream in _document_streams(source):
+    yield from stream
+
+
+def _of_split(documents: Iterator[str], split: str) -> Iterator[str]:
+  every = validation_split()
+  for i, doc in enumerate(documents):
+    if (i % every == 0) == (split == "validation"):
+      yield doc
 
 
 def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> Iterator[str]:
-  """The text of one host's share (`index` of `num_shards`) of a source's split."""
+  """The text of data shard `index` of `num_shards` of a source's split."""
   if split not in SPLITS:
     raise ValueError(f"split={split!r}; expected one of {SPLITS}.")
   if isinstance(source, TfdsDataset):
     yield from _tfds_documents(source, split, index, num_shards)
     return
-  every = validation_split()
-  j = 0
-  for i, doc in enumerate(_all_documents(source)):
-    if (i % every == 0) != (split == "validation"):
-      continue
+  if not isinstance(source, DefaultCorpus):
+    files = matching_files(source.file_pattern)
+    if len(files) >= num_shards:  # whole files per shard: read only this shard's files
+      for path in files[index::num_shards]:
+        yield from _of_split(_file_documents(source, path), split)
+      return
+  for j, doc in enumerate(doc for stream in _document_streams(source)
+                          for doc in _of_split(stream, split)):
     if j % num_shards == index:
       yield doc
-    j += 1
 
 
 def _tfds_split(source: TfdsDataset, split: str) -> str:

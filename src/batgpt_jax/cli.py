@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gin  # noqa: E402  (after the TF logging default)
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin"
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: a checkpoint was saved, and the run is not finished
 
 
 def _gin_args(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +108,9 @@ def join_processes(args) -> None:
 def cmd_train(args, gin_text: str) -> int:
   from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
   join_processes(args)
-  loop.train(**_configs(), gin_text=gin_text)
+  history = loop.train(**_configs(), gin_text=gin_text)
+  if history and history[-1]["kind"] == "preempted":
+    return PREEMPTED_EXIT  # saved, but not finished: schedulers should restart it
   return 0
 
 

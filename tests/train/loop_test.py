@@ -11,7 +11,7 @@ from conftest import mesh_config
 from batgpt_jax import parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.train import checkpoints, loop
+from batgpt_jax.train import checkpoints, faults, loop, metrics
 from batgpt_jax.train import state as train_state
 
 MODEL = ModelConfig(vocab_size=512, n_heads=4, n_kv_heads=2)
@@ -36,6 +36,10 @@ def _train_cfg(run_dir, **overrides):
 def _losses(history):
   return {h["step"]: (h["loss"], h["l2r/loss"], h["r2l/loss"]) for h in history
           if h["kind"] == "train"}
+
+
+def metrics_of(run_dir) -> list[dict]:
+  return metrics.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
 
 
 def _final_params(run_dir, setup):
@@ -158,5 +162,29 @@ def test_checkpoint_records_data_position_and_config(straight):
   saved = mngr.restore(STEPS, args=checkpoints.ocp.args.Composite(
       data=checkpoints.ocp.args.JsonRestore(), config=checkpoints.ocp.args.JsonRestore()))
   mngr.close()
-  assert saved["data"] == {"position": STEPS, "step": STEPS}
+  assert saved["data"] == {"position": STEPS, "step": STEPS, "skipped_steps": 0}
   assert ModelConfig.from_dict(saved["config"]["model"]) == MODEL
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(setup, tmp_path, monkeypatch):
+  real_batches = pipeline.train_batches
+  poisoned_steps = {3, 5, 6}
+
+  def with_nan_loss(*args, **kwargs):
+    for i, batch in enumerate(real_batches(*args, **kwargs)):
+      if i + 1 in poisoned_steps:
+        batch = dict(batch, loss_weights=batch["loss_weights"] * np.float32(np.nan))
+      yield batch
+
+  monkeypatch.setattr(pipeline, "train_batches", with_nan_loss)
+  with pytest.raises(faults.TrainingDivergedError, match=r"Steps 5\.\.6 .*max_bad_steps=2"):
+    loop.train(_train_cfg(tmp_path, checkpoint_every=2, max_bad_steps=2), **setup)
+  mngr = checkpoints.manager(os.path.join(tmp_path, "checkpoints"), keep=3, async_save=False)
+  assert mngr.all_steps() == [2, 4]  # nothing was written after the bad run of steps
+  data = mngr.restore(4, args=checkpoints.ocp.args.Composite(
+      data=checkpoints.ocp.args.JsonRestore()))["data"]
+  mngr.close()
+  assert data["skipped_steps"] == 1  # step 3, skipped; step 4 trained on
+  records = metrics_of(tmp_path)
+  assert [r["train/skipped_steps"] for r in records] == [0, 0, 1, 1, 2]  # step 6 raised
+  assert not np.isfinite(records[2]["train/loss"]) and np.isfinite(records[3]["train/loss"])

@@ -99,3 +99,31 @@ def test_optimised_step_matches_the_plain_one_over_five_steps(reference):
       losses.append(float(metrics["loss"]))
     runs.append(losses)
   np.testing.assert_allclose(runs[1], runs[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("poison", [np.nan, np.inf])
+def test_a_non_finite_step_is_skipped_and_leaves_the_state_untouched(reference, poison):
+  rules, _ = reference
+  mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=MESHES[0]))
+  tx = train_state.make_optimizer(train_state.OptimizerConfig(learning_rate=1e-3,
+                                                              warmup_steps=1), 10)
+  state, shardings = train_state.create_state(CFG, tx, mesh, rules, seed=0)
+  train, _ = train_step.jit_steps(CFG, tx, mesh, rules, shardings, microbatches=1,
+                                  r2l_weight=1.0, z_loss=0.0)
+  state, good = train(state, parallel.global_batch(synthetic_batch(0), mesh, rules))
+  before = jax.device_get(state)
+  bad = synthetic_batch(1)
+  bad["loss_weights"][3, 5] = poison  # one token's weight: the loss and every gradient follow
+  state, skipped = train(state, parallel.global_batch(bad, mesh, rules))
+  after = jax.device_get(state)
+  assert int(good["skipped"]) == 0 and int(skipped["skipped"]) == 1
+  assert not np.isfinite(float(skipped["loss"]))
+  assert int(after["step"]) == int(before["step"]) + 1  # the batch is consumed, not retried
+  for a, b in zip(jax.tree.leaves(before["params"]) + jax.tree.leaves(before["opt_state"]),
+                  jax.tree.leaves(after["params"]) + jax.tree.leaves(after["opt_state"])):
+    np.testing.assert_array_equal(a, b)
+  state, resumed = train(state, parallel.global_batch(synthetic_batch(2), mesh, rules))
+  assert int(resumed["skipped"]) == 0 and np.isfinite(float(resumed["loss"]))
+  moved = jax.device_get(state["params"])
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(before["params"]), jax.tree.leaves(moved)))

@@ -2,7 +2,9 @@
 
 Each step directory holds three items: `state` (params, optimizer state, step; every host writes
 its own shards), `data` (the input position, so a resumed run sees exactly the batches it would
-have seen), and `config` (the model config and the full gin text). Orbax writes each save into a
+have seen, and the count of skipped non-finite steps), and `config` (the model config and the
+full gin text). The state is restored into whatever shardings the current mesh asks for, so a
+checkpoint written by 2 processes x 4 devices restores on 1 x 8 or 4 x 2. Orbax writes each save into a
 temporary directory and renames it only once complete, so an interrupted save is never listed as a
 step; restore still falls back to an older step if the newest one cannot be read.
 """
@@ -29,6 +31,7 @@ class Restored:
   step: int
   state: dict
   data_position: int
+  skipped_steps: int = 0
 
 
 def manager(directory: str, *, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -41,11 +44,12 @@ def manager(directory: str, *, keep: int, async_save: bool = True) -> ocp.Checkp
 
 
 def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_cfg: ModelConfig,
-         gin_text: str, force: bool = False) -> bool:
+         gin_text: str, force: bool = False, skipped_steps: int = 0) -> bool:
   step = int(jax.device_get(state["step"]))
   return mngr.save(step, force=force, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
-      data=ocp.args.JsonSave({"position": int(data_position), "step": step}),
+      data=ocp.args.JsonSave({"position": int(data_position), "step": step,
+                              "skipped_steps": int(skipped_steps)}),
       config=ocp.args.JsonSave({"model": model_cfg.to_dict(), "gin": gin_text})))
 
 
@@ -94,6 +98,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings:
     except (ValueError, OSError, KeyError) as err:  # unreadable: fall back to an older one
       logging.error("Checkpoint step %d cannot be restored (%s); trying an older one.", step, err)
       continue
-    return Restored(step=step, state=out["state"], data_position=int(out["data"]["position"]))
+    return Restored(step=step, state=out["state"], data_position=int(out["data"]["position"]),
+                    skipped_steps=int(out["data"].get("skipped_steps", 0)))
   raise RuntimeError(f"No checkpoint in {mngr.directory} could be restored (steps {steps}); "
                      "see the errors above. Move the directory away to start afresh.")

@@ -1,9 +1,8 @@
-"""The training loop: data, steps, eval, metrics, checkpoints, and a clean exit on SIGTERM."""
+"""The training loop: data, steps, eval, metrics, checkpoints, preemption and non-finite steps."""
 
 import dataclasses
 import logging
 import os
-import signal
 
 import gin
 import jax
@@ -13,7 +12,7 @@ from batgpt_jax import objectives, parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.model import config as model_config
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.train import checkpoints, metrics, state as train_state, step as train_step
+from batgpt_jax.train import checkpoints, faults, metrics, state as train_state, step as train_step
 
 
 @gin.configurable
@@ -34,28 +33,12 @@ class TrainConfig:
   checkpoint_every: int = 200
   keep_checkpoints: int = 3
   async_checkpoint: bool = True
+  max_bad_steps: int = 10  # stop after this many non-finite steps in a row (0: never stop)
 
   def __post_init__(self):
     if self.global_batch % self.microbatches:
       raise ValueError(f"TrainConfig.global_batch={self.global_batch} is not divisible by "
                        f"microbatches={self.microbatches}; choose a divisor of the batch.")
-
-
-class _StopSignal:
-  """SIGTERM (preemption) sets a flag; the loop saves at the current step and exits."""
-
-  def __init__(self):
-    self.received = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    logging.warning("Received signal %d: saving a checkpoint at the current step, then exiting.",
-                    signum)
-    self.received = True
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
 
 
 def _check_vocabulary(vocab, model_cfg: ModelConfig) -> None:
@@ -78,7 +61,10 @@ def evaluate(eval_fn, params, batches, mesh, rules) -> dict:
 def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfig,
           mesh_cfg: parallel.MeshConfig, opt_cfg: train_state.OptimizerConfig,
           gin_text: str = "") -> list[dict]:
-  """Trains (or resumes) to `cfg.steps`. Returns the logged train and eval records."""
+  """Trains (or resumes) to `cfg.steps`. Returns the logged train and eval records.
+
+  After a preemption notice the last record is {'kind': 'preempted', 'step': ...}.
+  """
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   mesh = parallel.mesh_from_config(mesh_cfg)
   parallel.log_mesh(mesh)
@@ -97,10 +83,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
   restored = checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, gin_text)
   if restored is None:
     state, _ = train_state.create_state(model_cfg, tx, mesh, rules, cfg.seed)
-    position = 0
+    position, skipped_before = 0, 0
     metrics.log_console(f"Starting from step 0 in {cfg.run_dir}")
   else:
     state, position = restored.state, restored.data_position
+    skipped_before = restored.skipped_steps
     metrics.log_console(f"Resumed from checkpoint step {restored.step} (data position "
                         f"{position}) in {cfg.run_dir}")
 
@@ -117,28 +104,34 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
   batches = pipeline.train_batches(data_cfg, vocab, seq_len=cfg.seq_len,
                                    global_batch=cfg.global_batch, start_position=position)
   eval_set = None
-  writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"))
+  writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"),
+                          os.path.join(cfg.run_dir, "metrics.jsonl"))
   throughput = metrics.Throughput(cfg.global_batch * cfg.seq_len, cfg.steps,
                                   metrics.train_flops_per_token(model_cfg, cfg.seq_len))
-  stop = _StopSignal()
+  stop = faults.StopAgreement()
+  bad_steps = faults.NonFiniteSteps(cfg.max_bad_steps, skipped_before)
   history = []
   compiled = False
 
   def save(force: bool = False):
+    bad_steps.flush()  # the count saved includes this step
     checkpoints.save(mngr, state, data_position=position, model_cfg=model_cfg,
-                     gin_text=gin_text, force=force)
+                     gin_text=gin_text, force=force, skipped_steps=bad_steps.total)
 
   try:
     while step < cfg.steps:
       state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules))
       step, position = step + 1, position + 1
+      bad_steps.observe(step, step_metrics["skipped"])
       if not compiled:
         jax.block_until_ready(step_metrics)  # exclude compilation from tokens/s
         throughput.start(step)
         compiled = True
       if step % cfg.log_every == 0 or step == cfg.steps:
+        bad_steps.flush()
         values = metrics.to_host(step_metrics)
         values["learning_rate"] = float(schedule(step - 1))
+        values["skipped_steps"] = bad_steps.total
         perf = throughput.report(step)
         metrics.log_console(metrics.progress_line(step, cfg.steps, values, perf))
         writer.scalars(step, {**values, **perf}, prefix="train/")
@@ -153,15 +146,17 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
         writer.scalars(step, values, prefix="eval/")
         history.append({"step": step, "kind": "eval", **values})
         throughput.start(step)  # do not count eval time as training time
-      if stop.received:
+      if stop.reached(step):
         save(force=True)
         mngr.wait_until_finished()
-        metrics.log_console(f"Saved step {step} after SIGTERM; exiting.")
+        metrics.log_console(f"Saved step {step} after a preemption notice (SIGTERM); exiting. "
+                            "Run the same command again to resume.")
+        history.append({"step": step, "kind": "preempted"})
         break
       if step % cfg.checkpoint_every == 0 or step == cfg.steps:
         save(force=step == cfg.steps)
   finally:
-    stop.restore()
+    stop.close()
     mngr.wait_until_finished()
     mngr.close()
     writer.close()

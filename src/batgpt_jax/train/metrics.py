@@ -1,4 +1,4 @@
-"""Metrics out: TensorBoard event files, a console progress line, throughput and MFU.
+"""Metrics out: TensorBoard event files, JSON lines, a console progress line, throughput and MFU.
 
 FLOPs per token follow the MaxText accounting: 6 * (matmul parameters) for the dense layers
 (forward and backward), plus causal attention 6 * n_layers * n_heads * head_dim * seq_len
@@ -6,11 +6,13 @@ FLOPs per token follow the MaxText accounting: 6 * (matmul parameters) for the d
 Embedding lookups are not matmuls and are not counted; the LM head is.
 """
 
+import json
 import logging
 import time
 
 import jax
 import numpy as np
+import tensorflow as tf
 from tensorboardX import SummaryWriter
 
 from batgpt_jax.model.config import ModelConfig
@@ -63,21 +65,37 @@ def _format_duration(seconds: float) -> str:
 
 
 class Writer:
-  """TensorBoard scalars (process 0 only) and the console progress line."""
+  """Scalars to TensorBoard and to a JSON-lines file (one record per call), from process 0 only.
 
-  def __init__(self, log_dir: str | None):
-    self.tb = SummaryWriter(log_dir) if log_dir and jax.process_index() == 0 else None
+  The JSON lines (`metrics.jsonl` in the run directory) are appended, so a resumed run continues
+  the same file; they are what scripts and tests read.
+  """
+
+  def __init__(self, log_dir: str | None, jsonl_path: str | None = None):
+    lead = jax.process_index() == 0
+    self.tb = SummaryWriter(log_dir) if log_dir and lead else None
+    self.jsonl = tf.io.gfile.GFile(jsonl_path, "a") if jsonl_path and lead else None
 
   def scalars(self, step: int, values: dict, prefix: str = "") -> None:
-    if self.tb is None:
-      return
-    for name, value in values.items():
-      self.tb.add_scalar(f"{prefix}{name}", float(value), step)
-    self.tb.flush()
+    if self.tb is not None:
+      for name, value in values.items():
+        self.tb.add_scalar(f"{prefix}{name}", float(value), step)
+      self.tb.flush()
+    if self.jsonl is not None:
+      record = {"step": step, **{f"{prefix}{k}": float(v) for k, v in values.items()}}
+      self.jsonl.write(json.dumps(record) + "\n")
+      self.jsonl.flush()
 
   def close(self) -> None:
     if self.tb is not None:
       self.tb.close()
+    if self.jsonl is not None:
+      self.jsonl.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with tf.io.gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class Throughput:
@@ -116,6 +134,8 @@ def progress_line(step: int, total: int, train: dict, perf: dict) -> str:
   if train.get("r2l/tokens", 0) > 0:
     parts.append(f"R2L {train['r2l/loss']:.3f}")
   parts.append(f"lr {train.get('learning_rate', float('nan')):.2e}")
+  if train.get("skipped_steps"):
+    parts.append(f"skipped {train['skipped_steps']:.0f}")
   if perf:
     parts.append(f"{perf['perf/tokens_per_second']:,.0f} tok/s")
     parts.append(f"ETA {_format_duration(perf['perf/eta_seconds'])}")

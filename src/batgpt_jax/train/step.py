@@ -55,7 +55,13 @@ def train_step(state, batch, *, cfg: ModelConfig, tx, microbatches: int, r2l_wei
   params = optax.apply_updates(state["params"], updates)
   metrics = objectives.summarize(sums, loss_sum, weight_total)
   metrics["grad_norm"] = optax.global_norm(grads)
-  return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+  # A NaN or Inf loss or gradient skips the update: parameters and optimizer state are kept.
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+  keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  metrics["skipped"] = (~finite).astype(jnp.int32)
+  return {"step": state["step"] + 1,
+          "params": keep_if_bad(params, state["params"]),
+          "opt_state": keep_if_bad(opt_state, state["opt_state"])}, metrics
 
 
 def eval_step(params, batch, *, cfg: ModelConfig, loss_chunk: int = 0):

@@ -74,3 +74,64 @@ def test_global_batch_is_sharded_over_the_batch_axes(axis_rules):
   assert out.shape == (8, 4)
   assert out.sharding.spec == P(("data", "fsdp"), None)
   np.testing.assert_array_equal(np.asarray(out), local["tokens"])
+
+
+class FakeDevice:
+  def __init__(self, id_, slice_index):
+    self.id, self.slice_index, self.process_index = id_, slice_index, id_ // 4
+    self.platform = "tpu"
+
+  def __repr__(self):
+    return f"d{self.id}"
+
+
+def test_hybrid_grid_puts_slices_on_the_outer_part_of_each_axis():
+  # 2 slices of 4 devices, listed interleaved: slices are grouped by their index, not list order.
+  devices = [FakeDevice(i, slice_index=i % 2) for i in range(8)]
+  grid = parallel.hybrid_grid(devices, (1, 2, 2), (2, 1, 1), slice_of=lambda d: d.slice_index)
+  assert grid.shape == (2, 2, 2)
+  assert [[d.slice_index for d in grid[i].ravel()] for i in range(2)] == [[0] * 4, [1] * 4]
+  assert [d.id for d in grid[0].ravel()] == [0, 2, 4, 6]  # a slice's own order, row-major
+  across_fsdp = parallel.hybrid_grid(devices, (2, 2, 1), (1, 2, 1),
+                                     slice_of=lambda d: d.slice_index)
+  assert across_fsdp.shape == (2, 4, 1)
+  assert [d.slice_index for d in across_fsdp[0, :, 0]] == [0, 0, 1, 1]  # DCN major on fsdp
+
+
+def test_hybrid_grid_checks_the_slice_count():
+  devices = [FakeDevice(i, slice_index=i // 4) for i in range(8)]
+  with pytest.raises(ValueError, match=r"dcn_shape=\(4, 1, 1\) asks for 4 slices but the "
+                                       r"devices form 2"):
+    parallel.hybrid_grid(devices, (1, 2, 1), (4, 1, 1), slice_of=lambda d: d.slice_index)
+
+
+def test_a_multi_slice_mesh_needs_as_many_slices_as_processes():
+  # One process here: two "slices" over DCN cannot be formed from it.
+  with pytest.raises(ValueError, match="asks for 2 slices but the devices form 1"):
+    parallel.mesh_from_config(parallel.MeshConfig(shape=(1, -1, 1), dcn_shape=(2, 1, 1)))
+  with pytest.raises(ValueError, match=r"dcn_shape=\(0, 1, 1\) must hold 3 positive sizes"):
+    parallel.mesh_from_config(parallel.MeshConfig(dcn_shape=(0, 1, 1)))
+
+
+@pytest.mark.parametrize("name, devices, slices, want", [
+    ("cpu", 8, 1, {"data": 8, "fsdp": 1, "tensor": 1}),
+    ("tpu_v4_32", 16, 1, {"data": 1, "fsdp": 16, "tensor": 1}),
+    ("tpu_v5p_128", 64, 1, {"data": 1, "fsdp": 64, "tensor": 1}),
+    ("tpu_v5p_256", 128, 2, {"data": 2, "fsdp": 64, "tensor": 1}),
+    ("gpu_8xh100", 16, 1, {"data": 2, "fsdp": 8, "tensor": 1}),
+])
+def test_mesh_gin_files_fit_their_machines(name, devices, slices, want):
+  import gin  # pylint: disable=import-outside-toplevel
+  from conftest import GIN_DIR  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  gin.add_config_file_search_path(str(GIN_DIR))
+  try:
+    gin.parse_config_files_and_bindings([str(GIN_DIR / "mesh" / f"{name}.gin")], [])
+    cfg = parallel.MeshConfig()
+  finally:
+    gin.clear_config()
+  parallel.check_rules(cfg.axis_rules)
+  fake = [FakeDevice(i, slice_index=i * slices // devices) for i in range(devices)]
+  per_slice = parallel.resolve_mesh_shape(cfg.shape, devices // slices)
+  grid = parallel.hybrid_grid(fake, per_slice, cfg.dcn_shape, slice_of=lambda d: d.slice_index)
+  assert dict(zip(parallel.MESH_AXES, grid.shape)) == want

@@ -27,9 +27,16 @@ Rules = Sequence[tuple[str, Any]]
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-  """Mesh shape over ('data', 'fsdp', 'tensor'); one entry may be -1 (all remaining devices)."""
+  """The ('data', 'fsdp', 'tensor') mesh: its shape inside a slice and across slices.
+
+  `shape` is the layout inside one slice (fast ICI or NVLink); one entry may be -1 (the rest of
+  the slice's devices). `dcn_shape` multiplies it across slices (the slower data-centre network):
+  a run over 2 TPU slices with `dcn_shape = (2, 1, 1)` is data parallel across them and keeps
+  FSDP and tensor traffic inside each. Each mesh axis has size shape[i] * dcn_shape[i].
+  """
 
   shape: tuple = (-1, 1, 1)
+  dcn_shape: tuple = (1, 1, 1)
   axis_rules: tuple = ()
 
 
@@ -54,10 +61,54 @@ def resolve_mesh_shape(shape: Sequence[int], n_devices: int) -> tuple[int, ...]:
   return shape
 
 
+def _slice_of(device) -> int:
+  """A device's slice: its TPU slice, else its process (a host joined over the network)."""
+  return device.slice_index if device.platform == "tpu" else device.process_index
+
+
+def hybrid_grid(devices: Sequence, ici_shape: Sequence[int], dcn_shape: Sequence[int],
+                slice_of=_slice_of) -> np.ndarray:
+  """Devices laid out so that each mesh axis is (DCN index major, ICI index minor).
+
+  Slices are ordered by id and each slice's devices row-major: [dcn0*ici0, dcn1*ici1, dcn2*ici2].
+  """
+  groups: dict[int, list] = {}
+  for device in devices:
+    groups.setdefault(slice_of(device), []).append(device)
+  if len(groups) != math.prod(dcn_shape):
+    raise ValueError(
+        f"MeshConfig.dcn_shape={tuple(dcn_shape)} asks for {math.prod(dcn_shape)} slices but the "
+        f"devices form {len(groups)} (TPU slices, or processes elsewhere). Set dcn_shape so its "
+        f"product is {len(groups)}, or (1, 1, 1) for a single slice.")
+  sizes = {len(g) for g in groups.values()}
+  if sizes != {math.prod(ici_shape)}:
+    raise ValueError(f"Slices hold {sorted(sizes)} devices each; MeshConfig.shape={tuple(ici_shape)} "
+                     f"needs {math.prod(ici_shape)} in every slice.")
+  grid = np.empty(len(devices), dtype=object)
+  grid[:] = [d for key in sorted(groups) for d in groups[key]]
+  n = len(MESH_AXES)
+  grid = grid.reshape(tuple(dcn_shape) + tuple(ici_shape))  # [dcn axes..., ici axes...]
+  grid = grid.transpose([i for axis in range(n) for i in (axis, n + axis)])
+  return grid.reshape([d * i for d, i in zip(dcn_shape, ici_shape)])
+
+
 def mesh_from_config(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
-  shape = resolve_mesh_shape(cfg.shape, len(devices))
-  if devices[0].platform == "cpu":
+  dcn = tuple(int(d) for d in cfg.dcn_shape)
+  if len(dcn) != len(MESH_AXES) or min(dcn) < 1:
+    raise ValueError(f"MeshConfig.dcn_shape={dcn} must hold {len(MESH_AXES)} positive sizes, one "
+                     f"per axis {MESH_AXES}, e.g. (2, 1, 1) for data parallelism over 2 slices.")
+  slices = math.prod(dcn)
+  if len(devices) % slices:
+    raise ValueError(f"MeshConfig.dcn_shape={dcn} asks for {slices} slices, which do not divide "
+                     f"the {len(devices)} devices.")
+  shape = resolve_mesh_shape(cfg.shape, len(devices) // slices)
+  if slices > 1:
+    if devices[0].platform == "tpu":  # follows the ICI topology inside each slice
+      grid = mesh_utils.create_hybrid_device_mesh(shape, dcn, devices)
+    else:
+      grid = hybrid_grid(devices, shape, dcn)
+  elif devices[0].platform == "cpu":
     grid = np.asarray(devices).reshape(shape)  # no interconnect topology: plain row-major order
   else:
     grid = mesh_utils.create_device_mesh(shape, devices)  # follows the ICI / NVLink topology

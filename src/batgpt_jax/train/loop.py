@@ -149,8 +149,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
       if stop.reached(step):
         save(force=True)
         mngr.wait_until_finished()
-        metrics.log_console(f"Saved step {step} after a preemption notice (SIGTERM); exiting. "
-                            "Run the same command again to resume.")
+        logging.warning("Saved step %d after a preemption notice (SIGTERM); exiting. Run the "
+                        "same command again to resume.", step)  # every host says so
         history.append({"step": step, "kind": "preempted"})
         break
       if step % cfg.checkpoint_every == 0 or step == cfg.steps:

@@ -36,6 +36,10 @@ setuptools.setup(
         # torch is pinned exactly: 2.13.0 is the CPU build; a looser range pulls a CUDA build.
         "test": ["pytest>=8,<10", "torch==2.13.0", "transformers>=5.24,<5.25"],
         "bench": ["matplotlib>=3.9,<4"],
+        # Accelerator builds of the same jax: `pip install -e '.[tpu]'` on TPU VMs (launch/),
+        # `'.[cuda]'` on GPU nodes. Not installed or tested here (no accelerator in CI).
+        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        "cuda": ["jax[cuda12]>=0.10.2,<0.11"],
     },
     entry_points={"console_scripts": ["batgpt=batgpt_jax.cli:main"]},
 )

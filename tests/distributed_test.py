@@ -61,13 +61,32 @@ def test_incomplete_or_wrong_settings_are_clear_errors(flags, message):
 def test_launchers_are_detected_from_their_environment():
   detect = distributed.detected_launcher
   slurm = {"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "16", "SLURM_PROCID": "3"}
-  assert detect(slurm, tpu_device_paths=[]) == "SLURM (srun)"
-  assert detect(dict(slurm, SLURM_STEP_NUM_TASKS="1"), tpu_device_paths=[]) is None
-  assert detect({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}, tpu_device_paths=[]) is None  # no srun
-  assert detect({"TPU_WORKER_HOSTNAMES": "w0,w1"}, tpu_device_paths=[]).startswith("TPU pod")
-  assert detect({}, tpu_device_paths=["/dev/accel0"]) == "Cloud TPU VM"
-  assert detect({"JAX_PLATFORMS": "cpu"}, tpu_device_paths=["/dev/accel0"]) is None
-  assert detect({}, tpu_device_paths=[]) is None
+  assert detect(slurm, tpu_chips=False) == "SLURM (srun)"
+  assert detect(dict(slurm, SLURM_STEP_NUM_TASKS="1"), tpu_chips=False) is None
+  assert detect({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}, tpu_chips=False) is None  # no srun
+  assert detect({"TPU_WORKER_HOSTNAMES": "w0,w1"}, tpu_chips=False).startswith("TPU pod")
+  assert detect({}, tpu_chips=True) == "Cloud TPU VM"
+  assert detect({"JAX_PLATFORMS": "cpu"}, tpu_chips=True) is None
+  assert detect({}, tpu_chips=False) is None
+
+
+def test_initialize_passes_the_coordinator_and_timeouts(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+  monkeypatch.setattr(distributed, "detected_launcher", lambda: None)
+  for name in (distributed.ENV_ADDRESS, distributed.ENV_COUNT, distributed.ENV_ID):
+    monkeypatch.delenv(name, raising=False)
+  distributed.initialize(distributed.DistributedConfig())  # nothing to join: a single process
+  assert calls == []
+  monkeypatch.setenv(distributed.ENV_ADDRESS, "127.0.0.1:9999")
+  monkeypatch.setenv(distributed.ENV_COUNT, "4")
+  monkeypatch.setenv(distributed.ENV_ID, "2")
+  distributed.initialize(distributed.DistributedConfig(mode="off"))  # off means off
+  assert calls == []
+  distributed.initialize(distributed.DistributedConfig(heartbeat_timeout=30))
+  assert calls == [(("127.0.0.1:9999", 4, 2), {"initialization_timeout": 300,
+                                                "heartbeat_timeout_seconds": 30,
+                                                "shutdown_timeout_seconds": 300})]
 
 
 # --- real processes ------------------------------------------------------------------------------

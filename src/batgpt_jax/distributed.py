@@ -91,8 +91,22 @@ def explicit_coordinator(cfg: DistributedConfig, flags: Mapping | None = None,
                           "gin (DistributedConfig)"))
 
 
+GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips are PCI devices of this vendor
+
+
+def _has_tpu_chips() -> bool:
+  for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    try:
+      with open(path, encoding="ascii") as f:
+        if f.read().strip() == GOOGLE_PCI_VENDOR:
+          return True
+    except OSError:
+      continue
+  return False
+
+
 def detected_launcher(environ: Mapping[str, str] | None = None,
-                      tpu_device_paths: list[str] | None = None) -> str | None:
+                      tpu_chips: bool | None = None) -> str | None:
   """The multi-host environment JAX can initialise itself in, or None."""
   environ = os.environ if environ is None else environ
   if "SLURM_STEP_ID" in environ and int(environ.get("SLURM_STEP_NUM_TASKS",
@@ -102,9 +116,9 @@ def detected_launcher(environ: Mapping[str, str] | None = None,
     return "TPU pod (TPU_WORKER_HOSTNAMES)"
   if environ.get("JAX_PLATFORMS", "").strip() in ("cpu", "cuda", "gpu"):
     return None
-  paths = (glob.glob("/dev/accel[0-9]*") + glob.glob("/dev/vfio/[0-9]*")
-           if tpu_device_paths is None else tpu_device_paths)
-  return "Cloud TPU VM" if paths else None
+  if _has_tpu_chips() if tpu_chips is None else tpu_chips:
+    return "Cloud TPU VM"
+  return None
 
 
 def initialize(cfg: DistributedConfig, flags: Mapping | None = None) -> None:

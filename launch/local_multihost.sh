@@ -10,11 +10,16 @@
 #   BATGPT   the command to run (default: .venv/bin/batgpt if present, else batgpt on PATH)
 #   PORT     the coordinator's port on 127.0.0.1 (default: a free one)
 #   LOG_DIR  if set, also writes LOG_DIR/process_I.log and LOG_DIR/process_I.pid
+#   GRACE_SECONDS  after a process fails, how long the others get to exit before SIGKILL (30)
 # Output: every line prefixed with [I], the process that wrote it.
 # Exit status: 0 when every process succeeds; otherwise the first failure's, after the other
 # processes are stopped (they would otherwise wait for the dead one until the heartbeat timeout).
 # SIGTERM or SIGINT to this script is passed to every process: they save at one step and exit.
 set -euo pipefail
+if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501)); then
+  echo "$0 needs bash >= 5.1 (for wait -n -p); this is $BASH_VERSION." >&2
+  exit 2
+fi
 
 usage() {
   echo "usage: $0 NPROCS DEVICES_PER_PROC -- <batgpt args>" >&2
@@ -59,21 +64,28 @@ trap 'forward TERM' TERM
 trap 'forward INT' INT
 
 status=0
-killer=""
 live=("${pids[@]}")
+GRACE_SECONDS=${GRACE_SECONDS:-30}
+timer=""  # after a failure: a grace period for the others, then SIGKILL
 while ((${#live[@]} > 0)); do
   finished=""
   code=0
-  wait -n -p finished "${live[@]}" || code=$?
+  wait -n -p finished "${live[@]}" $timer || code=$?
   if [[ -z "$finished" ]]; then continue; fi  # woken by a trapped signal; keep waiting
+  if [[ "$finished" == "$timer" ]]; then
+    echo "Killing the processes still running after $GRACE_SECONDS s." >&2
+    forward KILL
+    timer=""
+    continue
+  fi
   live=($(printf '%s\n' "${live[@]}" | grep -vx "$finished" || true))
   if ((code != 0 && status == 0)); then
     status=$code
     echo "Process with pid $finished exited with status $code; stopping the others." >&2
     forward TERM
-    (sleep 30 && forward KILL) &
-    killer=$!
+    sleep "$GRACE_SECONDS" > /dev/null 2>&1 &
+    timer=$!
   fi
 done
-if [[ -n "$killer" ]]; then kill "$killer" 2>/dev/null || true; fi
+if [[ -n "$timer" ]]; then kill "$timer" 2>/dev/null || true; fi
 exit "$status"

@@ -325,3 +325,67 @@ def test_readme_documents_every_variable(script):
   assert {"DRY_RUN", "GIN_FILES"} <= names
   readme = (LAUNCH / "README.md").read_text()
   assert not [name for name in names if f"`{name}`" not in readme]
+
+
+LOCAL = LAUNCH / "local_multihost.sh"
+FAKE_HOST = """#!/bin/bash
+echo "id=$BATGPT_PROCESS_ID of $BATGPT_NUM_PROCESSES at $BATGPT_COORDINATOR_ADDRESS $XLA_FLAGS args=$*"
+if [ "$BATGPT_PROCESS_ID" = "$FAIL_ID" ]; then  # fail once the others are ready for SIGTERM
+  for i in $(seq 100); do
+    [ "$(ls "$READY_DIR" | wc -l)" = $((BATGPT_NUM_PROCESSES - 1)) ] && exit 3; sleep 0.1
+  done
+  exit 5
+fi
+sleep 60 &
+trap "echo got-term; kill $!; exit 0" TERM
+touch "$READY_DIR/$BATGPT_PROCESS_ID"
+wait
+"""
+
+
+def test_local_multihost_sets_up_each_process_and_a_failure_stops_the_others(tmp_path):
+  fake = tmp_path / "batgpt"
+  fake.write_text(FAKE_HOST)
+  fake.chmod(0o755)
+  (tmp_path / "ready").mkdir()
+  env = dict(os.environ, BATGPT=str(fake), FAIL_ID="1", LOG_DIR=str(tmp_path / "logs"),
+             READY_DIR=str(tmp_path / "ready"),
+             XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_other=1")
+  start = time.time()
+  done = subprocess.run(["bash", str(LOCAL), "3", "2", "--", "train", "--gin.X=1"], env=env,
+                        capture_output=True, text=True, timeout=60, check=False)
+  assert done.returncode == 3, done.stdout + done.stderr
+  assert time.time() - start < 30  # the survivors were stopped, not left to time out
+  lines = done.stdout.splitlines()
+  for i in range(3):
+    started = next(line for line in lines if line.startswith(f"[{i}] id="))
+    assert f"id={i} of 3 at 127.0.0.1:" in started and "args=train --gin.X=1" in started
+    assert "--xla_other=1" in started and started.endswith("device_count=2 args=train --gin.X=1")
+    assert (tmp_path / "logs" / f"process_{i}.pid").read_text().strip().isdigit()
+  assert "[0] got-term" in lines and "[2] got-term" in lines
+  assert "exited with status 3; stopping the others" in done.stderr
+
+
+def test_local_multihost_kills_a_process_that_ignores_sigterm(tmp_path):
+  fake = tmp_path / "batgpt"
+  ready = tmp_path / "ready"  # process 1 fails only once process 0 ignores SIGTERM
+  fake.write_text(f"""#!/bin/bash
+if [ "$BATGPT_PROCESS_ID" = 1 ]; then
+  for i in $(seq 100); do [ -e {ready} ] && exit 4; sleep 0.1; done; exit 5
+fi
+exec {sys.executable} -c "import pathlib, signal, time; signal.signal(signal.SIGTERM, \\
+signal.SIG_IGN); pathlib.Path('{ready}').touch(); time.sleep(60)"
+""")
+  fake.chmod(0o755)
+  env = dict(os.environ, BATGPT=str(fake), GRACE_SECONDS="1")
+  done = subprocess.run(["bash", str(LOCAL), "2", "1", "--", "train"], env=env,
+                        capture_output=True, text=True, timeout=30, check=False)
+  assert done.returncode == 4 and "Killing the processes still running after 1 s" in done.stderr
+
+
+@pytest.mark.parametrize("argv", [["2", "4", "train"], ["0", "4", "--", "train"],
+                                  ["2", "four", "--", "train"], ["2", "4", "--"]])
+def test_local_multihost_rejects_bad_arguments(argv):
+  done = subprocess.run(["bash", str(LOCAL), *argv], capture_output=True, text=True, timeout=30,
+                        check=False)
+  assert done.returncode == 2 and "usage: " in done.stderr

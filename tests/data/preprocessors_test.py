@@ -47,7 +47,7 @@ def test_r2l_targets_are_the_document_reversed(data_tiny_vocab):
   l2r_id, r2l_id = vocab.direction_ids(data_tiny_vocab)
   directed = preprocessors.assign_directions(_docs_dataset([ids]), mode="both", seed=0,
                                              l2r_id=l2r_id, r2l_id=r2l_id)
-  (row,) = list(preprocessors.pack(directed, 128).as_numpy_iterator())
+  (row,) = list(preprocessors.pack(directed, 128))
   batch = preprocessors.make_targets({k: v[None] for k, v in row.items()}, r2l_id)
   n = len(ids)  # tokens of the document, EOS included
   l2r, r2l = slice(0, n + 1), slice(n + 1, 2 * n + 2)

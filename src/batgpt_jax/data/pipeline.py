@@ -11,16 +11,15 @@ Resuming at data position k skips k batches; that still reads and packs them (no
 expect it to take k * rows * seq_len / (pipeline tokens/s).
 """
 
-import math
-
 import dataclasses
+import itertools
+import math
 from typing import Iterator
 
 import gin
 import jax
 import numpy as np
 import seqio
-import tensorflow as tf
 
 from batgpt_jax.data import preprocessors, tasks, vocab as vocab_lib
 from batgpt_jax.data.tasks import DefaultCorpus
@@ -92,7 +91,7 @@ def shard_layout(cfg: DataConfig, global_batch: int, process_index: int | None =
 
 
 def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle: bool,
-                 seq_len: int, shard: int, num_shards: int) -> tf.data.Dataset:
+                 seq_len: int, shard: int, num_shards: int) -> Iterator[dict[str, np.ndarray]]:
   name = tasks.register_mixture(cfg.sources, vocabulary)
   documents = seqio.get_mixture_or_task(name).get_dataset(
       sequence_length=None, split=split, shuffle=False, seed=cfg.seed + shard,
@@ -108,17 +107,21 @@ def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle:
 
 
 def _host_batches(cfg: DataConfig, vocabulary, layout: ShardLayout, *, split: str, mode: str,
-                  shuffle: bool, seq_len: int) -> tf.data.Dataset:
+                  shuffle: bool, seq_len: int) -> Iterator[dict[str, np.ndarray]]:
   """This host's rows of each global batch: rows_per_shard from each of its shards, in order."""
-  per_shard = [
-      _packed_rows(cfg, vocabulary, split=split, mode=mode, shuffle=shuffle, seq_len=seq_len,
-                   shard=s, num_shards=layout.num_shards).batch(layout.rows_per_shard,
-                                                                drop_remainder=True)
-      for s in layout.shards]
-  if len(per_shard) == 1:
-    return per_shard[0]
-  return tf.data.Dataset.zip(tuple(per_shard)).map(
-      lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]})
+  streams = [_packed_rows(cfg, vocabulary, split=split, mode=mode, shuffle=shuffle,
+                          seq_len=seq_len, shard=s, num_shards=layout.num_shards)
+             for s in layout.shards]  # built now, so a bad source fails at the call
+
+  def batches():
+    while True:
+      rows = [row for stream in streams
+              for row in itertools.islice(stream, layout.rows_per_shard)]
+      if len(rows) < len(streams) * layout.rows_per_shard:
+        return  # a shard ran dry: only an empty source does that (sources repeat)
+      yield {key: np.stack([row[key] for row in rows]) for key in rows[0]}  # [rows, seq_len]
+
+  return batches()
 
 
 def _out_of_data(cfg: DataConfig, layout: ShardLayout) -> ValueError:
@@ -139,12 +142,13 @@ def train_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: in
   layout = shard_layout(cfg, global_batch, process_index, process_count)
   if start_position < 0:
     raise ValueError(f"start_position={start_position}; it counts consumed batches, >= 0.")
-  batched = _host_batches(cfg, vocabulary, layout, split="train", mode=cfg.direction_mode,
-                          shuffle=True, seq_len=seq_len).skip(start_position).prefetch(2)
   _, r2l_id = vocab_lib.direction_ids(vocabulary)
 
+  batches = _host_batches(cfg, vocabulary, layout, split="train", mode=cfg.direction_mode,
+                          shuffle=True, seq_len=seq_len)
+
   def generate():
-    for batch in batched.as_numpy_iterator():
+    for batch in itertools.islice(batches, start_position, None):
       yield preprocessors.make_targets(batch, r2l_id)  # [rows, seq_len] each
     raise _out_of_data(cfg, layout)
 
@@ -165,13 +169,17 @@ def eval_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int
   layout = shard_layout(cfg, global_batch, process_index, process_count)
   rows = global_batch // layout.hosts
   mode = "l2r" if cfg.direction_mode == "l2r" else "both"
-  packed = _packed_rows(cfg, vocabulary, split="validation", mode=mode, shuffle=False,
+  stream = _packed_rows(cfg, vocabulary, split="validation", mode=mode, shuffle=False,
                         seq_len=seq_len, shard=0, num_shards=1)
   _, r2l_id = vocab_lib.direction_ids(vocabulary)
   mine = slice(layout.host * rows, (layout.host + 1) * rows)
-  batches = [preprocessors.make_targets({k: v[mine] for k, v in batch.items()}, r2l_id)
-             for batch in packed.batch(global_batch, drop_remainder=True).take(num_batches)
-             .as_numpy_iterator()]
+  batches = []
+  for _ in range(num_batches):
+    batch = list(itertools.islice(stream, global_batch))[mine]
+    if len(batch) < rows:
+      break
+    batches.append(preprocessors.make_targets(
+        {key: np.stack([row[key] for row in batch]) for key in batch[0]}, r2l_id))
   if len(batches) < num_batches:
     raise ValueError(f"The validation split of {cfg.sources} has no documents. Add data, or "
                      "set TrainConfig.eval_every = 0 to train without evaluation.")

@@ -5,8 +5,8 @@ Direction is data: an L2R document is [<l2r>] + tokens (ending in EOS); an R2L d
 `direction` (0 = L2R, 1 = R2L) so that chunks of an over-long R2L document, which do not start
 with <r2l>, are still counted as R2L after packing.
 
-Packing is best-fit over a few open rows, in numpy (fast and easy to reason about), and is
-wrapped as a tf.data transformation. A document longer than a row is cut into row-sized chunks,
+Packing is best-fit over a few open rows, in numpy (fast and easy to reason about), reading
+documents from a tf.data pipeline. A document longer than a row is cut into row-sized chunks,
 each its own segment; no other document is ever split.
 """
 
@@ -130,17 +130,15 @@ def pack_documents(documents: Iterable[dict], seq_len: int) -> Iterator[dict[str
     yield _finish_row(row, seq_len, bool(with_directions))
 
 
-def pack(dataset: tf.data.Dataset, seq_len: int) -> tf.data.Dataset:
-  """Directed documents -> packed rows: tokens, segment_ids, positions, directions [seq_len].
+def pack(dataset: tf.data.Dataset, seq_len: int) -> Iterator[dict[str, np.ndarray]]:
+  """Directed documents -> packed numpy rows: tokens, segment_ids, positions (, directions).
 
   `directions` is present when the documents carry 'direction' (from assign_directions).
+  Documents are read _DOCS_PER_READ at a time and tokenised ahead by tf.data's own threads;
+  the packing runs in the caller's thread. (Not a tf.data `from_generator`: a tf.data op that
+  wraps a Python generator which itself reads tf.data is slow to tear down.)
   """
-  with_directions = "direction" in dataset.element_spec
-  names = ["tokens", "segment_ids", "positions"] + (["directions"] if with_directions else [])
-  signature = {name: tf.TensorSpec((seq_len,), tf.int32) for name in names}
-  return tf.data.Dataset.from_generator(
-      lambda: pack_documents(_unbatched(dataset.ragged_batch(_DOCS_PER_READ)), seq_len),
-      output_signature=signature)
+  return pack_documents(_unbatched(dataset.ragged_batch(_DOCS_PER_READ).prefetch(1)), seq_len)
 
 
 def _unbatched(batches: tf.data.Dataset) -> Iterator[dict]:

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/smoke
 STAMP := $(VENV)/.installed
 
-.PHONY: setup smoke test bench clean
+.PHONY: setup smoke test bench bench-multihost clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_bench.py $(BENCH_ARGS)
+
+# The same run as 1 x 8, 2 x 4 and 4 x 2 processes x fake CPU devices (launch/local_multihost.sh).
+bench-multihost: $(STAMP)
+	$(PY) benchmarks/multihost_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

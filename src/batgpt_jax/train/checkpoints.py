@@ -4,9 +4,9 @@ Each step directory holds three items: `state` (params, optimizer state, step; e
 its own shards), `data` (the input position, so a resumed run sees exactly the batches it would
 have seen, and the count of skipped non-finite steps), and `config` (the model config and the
 full gin text). The state is restored into whatever shardings the current mesh asks for, so a
-checkpoint written by 2 processes x 4 devices restores on 1 x 8 or 4 x 2. Orbax writes each save into a
-temporary directory and renames it only once complete, so an interrupted save is never listed as a
-step; restore still falls back to an older step if the newest one cannot be read.
+checkpoint written by 2 processes x 4 devices restores on 1 x 8 or 4 x 2. Orbax writes each save
+into a temporary directory and renames it only once complete, so an interrupted save is never
+listed as a step; restore still falls back to an older step if the newest one cannot be read.
 """
 
 import dataclasses

@@ -25,6 +25,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
+from batgpt_jax.train import metrics  # noqa: E402  (after the paths; loads TensorFlow)
+
 
 def _args(argv):
   parser = argparse.ArgumentParser(description=__doc__,
@@ -48,8 +50,7 @@ def run_layout(processes: int, devices: int, args, extra, work: pathlib.Path) ->
   wall = time.perf_counter() - start
   if done.returncode:
     raise SystemExit(f"{processes}x{devices} failed ({done.returncode}):\n{done.stdout[-3000:]}")
-  with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  records = metrics.read_jsonl(str(run_dir / "metrics.jsonl"))
   speeds = [r["train/perf/tokens_per_second"] for r in records[1:]
             if "train/perf/tokens_per_second" in r]
   return {"processes": processes, "devices_per_process": devices,

@@ -193,16 +193,13 @@ def _file_documents(source, path: str) -> Iterator[str]:
   raise TypeError(f"Expected a DefaultCorpus, TextFiles or JsonlFiles source, found {source!r}.")
 
 
-def _document_streams(source) -> list[Iterator[str]]:
-  """A corpus or file source as streams of documents (one per file), in a fixed order."""
-  if isinstance(source, DefaultCorpus):
-    return [corpus.read_default_documents()]
-  return [_file_documents(source, path) for path in matching_files(source.file_pattern)]
-
-
 def _all_documents(source) -> Iterator[str]:
-  for stream in _document_streams(source):
-    yield from stream
+  """Every document of a corpus or file source, in a fixed order."""
+  if isinstance(source, DefaultCorpus):
+    yield from corpus.read_default_documents()
+    return
+  for path in matching_files(source.file_pattern):
+    yield from _file_documents(source, path)
 
 
 def _of_split(documents: Iterator[str], split: str) -> Iterator[str]:
@@ -219,14 +216,16 @@ def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> It
   if isinstance(source, TfdsDataset):
     yield from _tfds_documents(source, split, index, num_shards)
     return
-  if not isinstance(source, DefaultCorpus):
+  if isinstance(source, DefaultCorpus):
+    streams = [corpus.read_default_documents()]
+  else:
     files = matching_files(source.file_pattern)
     if len(files) >= num_shards:  # whole files per shard: read only this shard's files
       for path in files[index::num_shards]:
         yield from _of_split(_file_documents(source, path), split)
       return
-  for j, doc in enumerate(doc for stream in _document_streams(source)
-                          for doc in _of_split(stream, split)):
+    streams = [_file_documents(source, path) for path in files]
+  for j, doc in enumerate(doc for stream in streams for doc in _of_split(stream, split)):
     if j % num_shards == index:
       yield doc
 

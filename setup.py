@@ -28,7 +28,7 @@ setuptools.setup(
     description="Pretrain and align BatGPT-style language models in JAX/Flax.",
     package_dir={"": "src"},
     packages=setuptools.find_packages("src"),
-    package_data={"batgpt_jax": ["data/corpus/*.txt.gz"]},
+    package_data={"batgpt_jax": ["data/corpus/*.txt.gz", "gin/*.gin", "gin/*/*.gin"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

@@ -21,7 +21,7 @@ import time
 
 import gin
 
-from batgpt_jax import cli
+from batgpt_jax import config, logs
 from batgpt_jax.train import metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,8 +31,8 @@ RESULTS = ROOT / "bench" / "results"
 def _configs(gin_file: str) -> dict:
   """The configs of `loop.train` from a gin file, with the gin text the checkpoints record."""
   gin.clear_config()
-  gin_text = cli.parse_gin([gin_file], [])
-  return {**cli._configs(), "gin_text": gin_text}  # pylint: disable=protected-access
+  gin_text = config.parse_gin([gin_file], [])
+  return {**config.run_configs().as_kwargs(), "gin_text": gin_text}
 
 
 def _run(configs: dict, run_dir: pathlib.Path, steps: int, eval_every: int) -> list[dict]:
@@ -175,5 +175,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  cli.setup_logging()
+  logs.setup_logging()
   sys.exit(main(sys.argv[1:]))

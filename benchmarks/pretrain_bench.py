@@ -12,16 +12,16 @@ import statistics
 import sys
 import time
 
-from batgpt_jax import cli
+from batgpt_jax import config, logs
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
 
 
 def main(argv: list[str]) -> int:
-  argv, bindings = cli._split_bindings(argv)  # pylint: disable=protected-access
+  argv, bindings = config.split_bindings(argv)
   files = [a.split("=", 1)[1] for a in argv if a.startswith("--gin_file=")]
-  gin_text = cli.parse_gin(files or ["gin/bench_shakespeare.gin"], bindings)
-  configs = cli._configs()  # pylint: disable=protected-access
+  gin_text = config.parse_gin(files or ["gin/bench_shakespeare.gin"], bindings)
+  configs = config.run_configs().as_kwargs()
   from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
   start = time.time()
   history = loop.train(**configs, gin_text=gin_text)
@@ -44,5 +44,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  cli.setup_logging()
+  logs.setup_logging()
   sys.exit(main(sys.argv[1:]))

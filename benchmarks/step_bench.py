@@ -24,7 +24,7 @@ import time
 import jax
 import numpy as np
 
-from batgpt_jax import cli
+from batgpt_jax import config, logs
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
 
@@ -42,7 +42,7 @@ def _args(argv):
   parser.add_argument("--modes", default="both,sample,l2r")
   parser.add_argument("--mode_steps", type=int, default=2, help="measured steps per mode")
   parser.add_argument("--pipeline_batches", type=int, default=20)
-  argv, bindings = cli._split_bindings(argv)  # pylint: disable=protected-access
+  argv, bindings = config.split_bindings(argv)
   return parser.parse_args(argv), bindings
 
 
@@ -74,7 +74,7 @@ def _time_steps(compiled, state, batches, n, warmup, mesh, rules):
 def main(argv) -> int:
   args, bindings = _args(argv)
   files = args.gin_file or ["gin/models/bench.gin"]
-  cli.parse_gin(["gin/mesh/cpu.gin", *files], bindings)
+  config.parse_gin(["gin/mesh/cpu.gin", *files], bindings)
   from batgpt_jax import objectives, parallel  # pylint: disable=import-outside-toplevel
   from batgpt_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from batgpt_jax.model.config import ModelConfig, describe  # pylint: disable=import-outside-toplevel
@@ -163,5 +163,5 @@ def _print_table(r):
 
 
 if __name__ == "__main__":
-  cli.setup_logging()
+  logs.setup_logging()
   sys.exit(main(sys.argv[1:]))

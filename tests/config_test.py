@@ -1,6 +1,6 @@
 import pytest
 
-from batgpt_jax import cli
+from batgpt_jax import cli, config
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -17,7 +17,7 @@ def test_help_on_each_command(argv, expected, capsys):
 
 
 def test_gin_flags_become_bindings():
-  rest, bindings = cli._split_bindings(  # pylint: disable=protected-access
+  rest, bindings = config.split_bindings(
       ["train", "--gin_file=a.gin", "--gin.TrainConfig.steps=5", "--gin.X.y='a=b'"])
   assert rest == ["train", "--gin_file=a.gin"]
   assert bindings == ["TrainConfig.steps = 5", "X.y = 'a=b'"]

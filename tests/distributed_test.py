@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from batgpt_jax import cli, distributed, parallel
-from batgpt_jax.train import checkpoints, faults, loop, metrics, state as train_state
+from batgpt_jax import checkpoints, config, distributed, parallel
+from batgpt_jax.train import faults, loop, metrics, state as train_state
 
 LAUNCHER = REPO / "launch" / "local_multihost.sh"
 BINDINGS = ["ModelConfig.vocab_size = 512", "DataConfig.vocab_size = 512",
@@ -110,8 +110,8 @@ def _bindings(run_dir, steps, extra=()):
 
 def train_here(run_dir, steps, extra=()) -> list[dict]:
   """`batgpt train` in this process: 1 process x 8 devices."""
-  gin_text = cli.parse_gin(GIN_FILES, _bindings(run_dir, steps, extra))
-  return loop.train(**cli._configs(), gin_text=gin_text)  # pylint: disable=protected-access
+  gin_text = config.parse_gin(GIN_FILES, _bindings(run_dir, steps, extra))
+  return loop.train(**config.run_configs().as_kwargs(), gin_text=gin_text)
 
 
 def start_processes(nprocs, devices, run_dir, steps, extra=(), log_dir=None):
@@ -147,8 +147,8 @@ def assert_same_losses(got: dict, want: dict, steps):
 
 def restored_params(run_dir, step, mesh_shape):
   """The checkpoint's parameters, restored in this process onto a mesh of `mesh_shape`."""
-  gin_text = cli.parse_gin(GIN_FILES, _bindings(run_dir, 6))
-  configs = cli._configs()  # pylint: disable=protected-access
+  gin_text = config.parse_gin(GIN_FILES, _bindings(run_dir, 6))
+  configs = config.run_configs().as_kwargs()
   model_cfg = configs["model_cfg"]
   rules = parallel.check_rules(configs["mesh_cfg"].axis_rules)
   mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=mesh_shape))
@@ -234,7 +234,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_restart_resumes(c
   _wait_for(rf"step 3/{steps}", logs / "process_0.log", proc)
   os.kill(int((logs / "process_1.pid").read_text()), signal.SIGTERM)  # one host only
   output = proc.communicate(timeout=300)[0]
-  assert proc.returncode == cli.PREEMPTED_EXIT, output[-4000:]  # saved, but not finished
+  assert proc.returncode == faults.PREEMPTED_EXIT, output[-4000:]  # saved, but not finished
   saved = [re.findall(r"Saved step (\d+) after a preemption notice",
                       (logs / f"process_{i}.log").read_text()) for i in range(2)]
   assert len(saved[0]) == 1 and saved[0] == saved[1], saved  # both hosts, the same step

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from batgpt_jax import chat, generate
-from batgpt_jax.convert import checkpoint_io
+from batgpt_jax import checkpoints, generate
+from batgpt_jax.data import chat
 from batgpt_jax.data import vocab
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
@@ -162,7 +162,7 @@ def test_chat_template():
 
 def test_generate_command(model, data_tiny_vocab_path, tmp_path, capsys):
   cfg, params = model
-  checkpoint_io.write_run_dir(str(tmp_path / "run"), cfg, params, train_state.OptimizerConfig())
+  checkpoints.write_run_dir(str(tmp_path / "run"), cfg, params, train_state.OptimizerConfig())
   parser = argparse.ArgumentParser(prog="batgpt")
   generate.add_generate_command(parser.add_subparsers(dest="command", required=True))
   common = ["generate", f"--checkpoint={tmp_path}/run", f"--vocab={data_tiny_vocab_path}",

@@ -1,4 +1,4 @@
-"""Orbax checkpoints: async save, validated restore, resume, and fallback to the last good step.
+"""The one checkpoint module: save, find, read, restore and fall back past damage.
 
 Each step directory holds three items: `state` (params, optimizer state, step; every host writes
 its own shards), `data` (the input position, so a resumed run sees exactly the batches it would
@@ -7,6 +7,12 @@ full gin text). The state is restored into whatever shardings the current mesh a
 checkpoint written by 2 processes x 4 devices restores on 1 x 8 or 4 x 2. Orbax writes each save
 into a temporary directory and renames it only once complete, so an interrupted save is never
 listed as a step; restore still falls back to an older step if the newest one cannot be read.
+
+Train and eval go through a manager (`manager`, `save`, `restore_latest`); everything that only
+reads a checkpoint (eval, generate, chat, convert, grow, `TrainConfig.init_from`) names it by a
+run directory, a checkpoints directory or one step directory (`find_step`), reads its config
+(`read_config`) and its parameters alone, never the optimizer state (`read_params`). Paths may
+be local or any URL that orbax and etils.epath read, `gs://` included.
 """
 
 import dataclasses
@@ -15,9 +21,13 @@ import logging
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import state as train_state
 
 ITEMS = ("state", "data", "config")
 
@@ -38,9 +48,12 @@ def manager(directory: str, *, keep: int, async_save: bool = True) -> ocp.Checkp
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(_absolute(directory), options=options, item_names=ITEMS)
+
+
+def _absolute(path: str) -> str:
   # Local paths are made absolute (orbax requires it); gs:// and other URLs pass through.
-  path = directory if "://" in directory else os.path.abspath(directory)
-  return ocp.CheckpointManager(path, options=options, item_names=ITEMS)
+  return os.fspath(path) if "://" in os.fspath(path) else os.path.abspath(path)
 
 
 def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_cfg: ModelConfig,
@@ -53,7 +66,7 @@ def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_
       config=ocp.args.JsonSave({"model": model_cfg.to_dict(), "gin": gin_text})))
 
 
-def read_config(mngr: ocp.CheckpointManager, step: int) -> dict:
+def _config_item(mngr: ocp.CheckpointManager, step: int) -> dict:
   return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
 
@@ -66,7 +79,7 @@ def model_config_differences(saved: dict, current: ModelConfig) -> list[str]:
 def check_compatible(mngr: ocp.CheckpointManager, step: int, model_cfg: ModelConfig,
                      gin_text: str) -> None:
   """Raises `CheckpointMismatchError` naming every model field that differs; logs gin changes."""
-  saved = read_config(mngr, step)
+  saved = _config_item(mngr, step)
   diffs = model_config_differences(saved["model"], model_cfg)
   if diffs:
     raise CheckpointMismatchError(
@@ -102,3 +115,171 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings:
                     skipped_steps=int(out["data"].get("skipped_steps", 0)))
   raise RuntimeError(f"No checkpoint in {mngr.directory} could be restored (steps {steps}); "
                      "see the errors above. Move the directory away to start afresh.")
+
+
+# --- reading a checkpoint by its path: eval, generate, chat, convert, grow, init_from ----------
+
+def _steps(checkpoints_dir: epath.Path) -> list[int]:
+  if not checkpoints_dir.is_dir():
+    return []
+  return sorted(int(p.name) for p in checkpoints_dir.iterdir()
+                if p.name.isdigit() and (p / "state").is_dir())
+
+
+def find_step(path: str, step: int | None = None) -> tuple[str, int]:
+  """(checkpoints directory, step) for a run dir, a checkpoints dir or a step dir.
+
+  `step` None means the newest step. Local paths come back absolute; URLs as given.
+  """
+  root = epath.Path(_absolute(path))
+  if root.name.isdigit() and (root / "state").is_dir():
+    candidates = [(root.parent, [int(root.name)])]
+  else:
+    candidates = [(root / "checkpoints", None), (root, None)]
+  for directory, steps in candidates:
+    steps = steps or _steps(directory)
+    if not steps:
+      continue
+    if step is None:
+      return os.fspath(directory), steps[-1]
+    if step not in steps:
+      raise FileNotFoundError(f"No step {step} in {directory}; it has steps {steps}.")
+    return os.fspath(directory), step
+  listing = (sorted(p.name for p in root.iterdir())[:20] if root.is_dir()
+             else "it does not exist")
+  raise FileNotFoundError(
+      f"{root} is not an orbax checkpoint of this project: expected a run directory holding "
+      "checkpoints/<step>/, a checkpoints directory holding <step>/ directories, or a step "
+      f"directory holding 'state' and 'config' (found: {listing}).")
+
+
+def read_config(checkpoints_dir: str, step: int) -> tuple[ModelConfig, str]:
+  """(model config, gin text) saved with the checkpoint."""
+  if not (epath.Path(checkpoints_dir) / str(step) / "config").is_dir():
+    raise FileNotFoundError(f"The checkpoint {checkpoints_dir}/{step} has no 'config' item, so "
+                            "its model config is unknown; it was not written by batgpt train.")
+  mngr = manager(checkpoints_dir, keep=None, async_save=False)
+  try:
+    saved = _config_item(mngr, step)
+  finally:
+    mngr.close()
+  return ModelConfig.from_dict(saved["model"]), saved.get("gin", "")
+
+
+def _state_dir(checkpoints_dir: str, step: int) -> str:
+  return os.fspath(epath.Path(checkpoints_dir) / str(step) / "state")
+
+
+def param_shapes(checkpoints_dir: str, step: int) -> dict[str, tuple[tuple[int, ...], str]]:
+  """'path/to/param' -> (shape, dtype) of the saved parameters, read from metadata only."""
+  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax warns about a per-item metadata file
+  meta = ocp.PyTreeCheckpointer().metadata(_state_dir(checkpoints_dir, step)).item_metadata.tree
+  flat = jax.tree_util.tree_flatten_with_path(meta["params"])[0]
+  return {"/".join(str(k.key) for k in path): (tuple(m.shape), str(np.dtype(m.dtype)))
+          for path, m in flat}
+
+
+def _nest(flat: dict[str, object]) -> dict:
+  tree: dict = {}
+  for path, value in flat.items():
+    *parents, leaf = path.split("/")
+    node = tree
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[leaf] = value
+  return tree
+
+
+def _partial_restore(checkpoints_dir: str, step: int, item: dict, restore_args) -> dict:
+  return ocp.PyTreeCheckpointer().restore(
+      _state_dir(checkpoints_dir, step),
+      args=ocp.args.PyTreeRestore(item={"params": item}, restore_args={"params": restore_args},
+                                  partial_restore=True))["params"]
+
+
+def read_param_arrays(checkpoints_dir: str, step: int, paths: list[str],
+                      shapes: dict | None = None) -> dict[str, np.ndarray]:
+  """The saved parameters at `paths` ('a/b/c') as host numpy arrays; nothing else is read.
+
+  One tensor at a time is what conversion needs; `shapes` is `param_shapes(...)` if known.
+  """
+  if not paths:
+    return {}
+  shapes = shapes or param_shapes(checkpoints_dir, step)
+  item = _nest({path: jax.ShapeDtypeStruct(*shapes[path]) for path in paths})
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+  out = _partial_restore(checkpoints_dir, step, item, restore_args)
+  return {"/".join(str(k.key) for k in path): np.asarray(value)
+          for path, value in jax.tree_util.tree_flatten_with_path(out)[0]}
+
+
+def read_params(checkpoints_dir: str, step: int, shardings: dict | None = None) -> dict:
+  """Every parameter (no optimizer state) as a pure dict of jax arrays.
+
+  With `shardings` (a pure dict like the parameters, e.g. `train.state.param_shardings`) each
+  array is read straight into its sharding on the current mesh; without, onto the default device.
+  """
+  shapes = param_shapes(checkpoints_dir, step)
+  if shardings is None:
+    flat = read_param_arrays(checkpoints_dir, step, list(shapes), shapes)
+    return _nest({path: jnp.asarray(value) for path, value in flat.items()})
+  target = jax.tree.map(lambda spec, s: jax.ShapeDtypeStruct(spec[0], spec[1], sharding=s),
+                        _nest(shapes), shardings, is_leaf=lambda x: isinstance(x, tuple))
+  return _partial_restore(checkpoints_dir, step, target,
+                          ocp.checkpoint_utils.construct_restore_args(target))
+
+
+def shape_differences(saved: dict[str, tuple], abstract_params: dict) -> list[str]:
+  """Parameters whose presence, shape or dtype differ between a checkpoint and a model."""
+  wanted = {"/".join(str(k.key) for k in path): (tuple(a.shape), str(np.dtype(a.dtype)))
+            for path, a in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+  out = []
+  for name in sorted(set(saved) | set(wanted)):
+    if name not in saved:
+      out.append(f"{name}: missing from the checkpoint (the model has {wanted[name][0]})")
+    elif name not in wanted:
+      out.append(f"{name}: in the checkpoint {saved[name][0]}, not in the model")
+    elif saved[name][0] != wanted[name][0]:
+      out.append(f"{name}: checkpoint {saved[name][0]}, model {wanted[name][0]}")
+  return out
+
+
+# --- writing a new run: conversion ------------------------------------------------------------
+
+MODEL_GIN = "model.gin"
+
+
+def model_gin(cfg: ModelConfig, header: str = "") -> str:
+  lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+  for field in dataclasses.fields(cfg):
+    lines.append(f"ModelConfig.{field.name} = {getattr(cfg, field.name)!r}")
+  return "\n".join(lines) + "\n"
+
+
+def ensure_new_run_dir(run_dir: str) -> None:
+  checkpoints_dir = epath.Path(_absolute(run_dir)) / "checkpoints"
+  if _steps(checkpoints_dir):
+    raise FileExistsError(f"{checkpoints_dir} already holds checkpoints (steps "
+                          f"{_steps(checkpoints_dir)}); import into a new run directory.")
+
+
+def write_run_dir(run_dir: str, cfg: ModelConfig, params: dict,
+                  opt_cfg: train_state.OptimizerConfig, header: str = "") -> str:
+  """Saves `params` as step 0 of a new run (fresh optimizer state) and writes model.gin.
+
+  Returns the path of model.gin. Refuses a run directory that already holds checkpoints.
+  """
+  ensure_new_run_dir(run_dir)
+  root = epath.Path(_absolute(run_dir))
+  gin_text = model_gin(cfg, header)
+  tx = train_state.make_optimizer(opt_cfg, total_steps=2)  # the schedule is not saved
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+  mngr = manager(os.fspath(root / "checkpoints"), keep=1, async_save=False)
+  try:
+    save(mngr, state, data_position=0, model_cfg=cfg, gin_text=gin_text, force=True)
+    mngr.wait_until_finished()
+  finally:
+    mngr.close()
+  path = root / MODEL_GIN
+  path.write_text(gin_text)
+  return os.fspath(path)

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from batgpt_jax import chat
+from batgpt_jax import config
+from batgpt_jax.data import chat
 from batgpt_jax.data import vocab as vocab_lib
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
@@ -208,12 +209,12 @@ def cmd_generate(args, gin_text: str) -> int:
 def _generate(args, gin_text: str) -> int:
   del gin_text
   # pylint: disable=import-outside-toplevel
-  from batgpt_jax.convert import checkpoint_io
+  from batgpt_jax import checkpoints
   from batgpt_jax.data import pipeline
   from batgpt_jax.train import loop
   run_dir = args.checkpoint or loop.TrainConfig().run_dir
-  checkpoints_dir, step = checkpoint_io.find_step(run_dir, args.step)
-  cfg, _ = checkpoint_io.read_config(checkpoints_dir, step)
+  checkpoints_dir, step = checkpoints.find_step(run_dir, args.step)
+  cfg, _ = checkpoints.read_config(checkpoints_dir, step)
   vocabulary = (vocab_lib.load_vocabulary(args.vocab) if args.vocab
                 else pipeline.vocabulary_for(pipeline.DataConfig()))
   if vocabulary.vocab_size > cfg.vocab_size:
@@ -230,7 +231,7 @@ def _generate(args, gin_text: str) -> int:
   sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                             stop_ids=_stop_ids(vocabulary, args.stop))
-  params = checkpoint_io.read_all_params(checkpoints_dir, step)
+  params = checkpoints.read_params(checkpoints_dir, step)
   print(f"# {checkpoints_dir}/{step}, {args.direction}", file=sys.stderr)
   if args.chat:
     texts = [chat.chat_prompt(text, system=args.system) for text in texts]
@@ -244,11 +245,10 @@ def _generate(args, gin_text: str) -> int:
 
 def add_generate_command(subparsers) -> None:
   """Adds `batgpt generate` (run it with the run's gin files, for the tokenizer)."""
-  from batgpt_jax import cli  # pylint: disable=import-outside-toplevel
   parser = subparsers.add_parser(
       "generate", help="sample text from a checkpoint (KV cache; l2r or r2l)",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  cli._gin_args(parser)  # pylint: disable=protected-access
+  config.add_gin_flags(parser)
   parser.add_argument("--checkpoint", default=None,
                       help="run dir, checkpoints dir or step dir (default: TrainConfig.run_dir)")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")

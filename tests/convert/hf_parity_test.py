@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 # pylint: disable=wrong-import-position
-from batgpt_jax import generate
-from batgpt_jax.convert import checkpoint_io, hf_to_orbax, orbax_to_hf
+from batgpt_jax import checkpoints, generate
+from batgpt_jax.convert import hf_to_orbax, orbax_to_hf
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import state as train_state
@@ -77,9 +77,9 @@ def test_import_matches_transformers(kind, tied, tmp_path):
   cfg = imported.model_cfg
   assert imported.layout == kind
   assert (cfg.rope_style, cfg.rope_fraction, cfg.qkv_bias) == ("half_split", 1.0, kind == "qwen2")
-  checkpoints_dir, step = checkpoint_io.find_step(str(tmp_path / "run"))
+  checkpoints_dir, step = checkpoints.find_step(str(tmp_path / "run"))
   assert step == 0
-  params = checkpoint_io.read_all_params(checkpoints_dir, step)
+  params = checkpoints.read_params(checkpoints_dir, step)
 
   ours, theirs = _our_logits(cfg, params, TOKENS), _torch_logits(model, TOKENS)
   assert np.abs(theirs).max() > 1.0  # the comparison is not between two near-zero tensors
@@ -99,7 +99,7 @@ def test_export_opens_in_transformers(kind, qkv_bias, tmp_path):
   keys = jax.random.split(jax.random.key(4), len(leaves))
   params = treedef.unflatten([x + 0.1 * jax.random.normal(k, x.shape) for x, k in
                               zip(leaves, keys)])  # gains around 1, non-zero biases
-  checkpoint_io.write_run_dir(str(tmp_path / "run"), cfg, params, train_state.OptimizerConfig())
+  checkpoints.write_run_dir(str(tmp_path / "run"), cfg, params, train_state.OptimizerConfig())
   result = orbax_to_hf.export(str(tmp_path / "run"), str(tmp_path / "hf"), progress=False)
   assert result.layout == kind
 

@@ -8,12 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from batgpt_jax import convert
-from batgpt_jax.convert import checkpoint_io, command, hf_to_orbax, orbax_to_hf, safetensors_io
+from batgpt_jax import checkpoints, convert
+from batgpt_jax.convert import command, hf_to_orbax, orbax_to_hf, safetensors_io
 from batgpt_jax.convert.layout import LayoutError
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.train import checkpoints
 from batgpt_jax.train import state as train_state
 
 BASE = dict(vocab_size=96, hidden=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, ffn=40,
@@ -37,7 +36,7 @@ def _random_params(cfg: ModelConfig, seed: int = 0) -> dict:
 
 def _run(tmp_path, cfg: ModelConfig, name: str = "run") -> tuple[str, dict]:
   params = _random_params(cfg)
-  checkpoint_io.write_run_dir(str(tmp_path / name), cfg, params, train_state.OptimizerConfig())
+  checkpoints.write_run_dir(str(tmp_path / name), cfg, params, train_state.OptimizerConfig())
   return str(tmp_path / name), params
 
 
@@ -60,8 +59,8 @@ def test_round_trip_is_bit_identical(layout, tmp_path):
 
   imported = hf_to_orbax.import_hf(str(tmp_path / "hf"), str(tmp_path / "back"), progress=False)
   assert imported.model_cfg == cfg  # every field, remat and dtypes included
-  checkpoints_dir, step = checkpoint_io.find_step(str(tmp_path / "back"))
-  back = _flat(checkpoint_io.read_all_params(checkpoints_dir, step))
+  checkpoints_dir, step = checkpoints.find_step(str(tmp_path / "back"))
+  back = _flat(checkpoints.read_params(checkpoints_dir, step))
   want = _flat(params)
   assert back.keys() == want.keys()
   for key, value in want.items():
@@ -101,8 +100,8 @@ def test_bfloat16_export_and_import(tmp_path):
   imported = hf_to_orbax.import_hf(str(tmp_path / "hf"), str(tmp_path / "back"),
                                    dtype="bfloat16", progress=False)
   assert imported.model_cfg.param_dtype == "bfloat16"
-  checkpoints_dir, step = checkpoint_io.find_step(str(tmp_path / "back"))
-  back = checkpoint_io.read_all_params(checkpoints_dir, step)
+  checkpoints_dir, step = checkpoints.find_step(str(tmp_path / "back"))
+  back = checkpoints.read_params(checkpoints_dir, step)
   q = np.asarray(back["blocks"]["attn"]["q"])
   assert q.dtype == np.dtype("bfloat16")
   np.testing.assert_array_equal(q, np.asarray(params["blocks"]["attn"]["q"]).astype(q.dtype))

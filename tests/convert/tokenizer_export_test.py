@@ -7,7 +7,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 # pylint: disable=wrong-import-position
-from batgpt_jax import chat
+from batgpt_jax.data import chat
 from batgpt_jax.convert import tokenizer as hf_tokenizer
 from batgpt_jax.data import vocab
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import mesh_config
 
-from batgpt_jax import parallel
+from batgpt_jax import checkpoints, parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.train import checkpoints, faults, loop, metrics
+from batgpt_jax.train import faults, loop, metrics
 from batgpt_jax.train import state as train_state
 
 MODEL = ModelConfig(vocab_size=512, n_heads=4, n_kv_heads=2)

@@ -9,6 +9,7 @@ import argparse
 import re
 import sys
 
+from batgpt_jax import config
 from batgpt_jax.convert import safetensors_io
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
@@ -78,7 +79,6 @@ def _run_reporting_errors(fn):
 
 def add_convert_command(subparsers) -> None:
   """Adds `batgpt convert export` and `batgpt convert import`."""
-  from batgpt_jax import cli  # pylint: disable=import-outside-toplevel
   parser = subparsers.add_parser("convert", help="orbax checkpoints <-> Hugging Face",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,7 +87,7 @@ def add_convert_command(subparsers) -> None:
   dtypes = sorted(safetensors_io.DTYPES)
 
   export = sub.add_parser("export", help="an orbax checkpoint -> a Hugging Face directory")
-  cli._gin_args(export)  # pylint: disable=protected-access
+  config.add_gin_flags(export)
   export.add_argument("--checkpoint", required=True,
                       help="run dir, its checkpoints/ dir, or one step dir")
   export.add_argument("--step", type=int, default=None, help="default: the latest step")
@@ -105,7 +105,7 @@ def add_convert_command(subparsers) -> None:
   export.set_defaults(run=_run_reporting_errors(cmd_export))
 
   imp = sub.add_parser("import", help="a Hugging Face directory -> a new run directory")
-  cli._gin_args(imp)  # pylint: disable=protected-access
+  config.add_gin_flags(imp)
   imp.add_argument("--hf_dir", required=True, help="config.json + safetensors (llama, qwen2, "
                                                    "batgpt)")
   imp.add_argument("--output", required=True, help="the run directory to create")

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from batgpt_jax import convert
-from batgpt_jax.convert import checkpoint_io, layout, safetensors_io
+from batgpt_jax import checkpoints, convert
+from batgpt_jax.convert import layout, safetensors_io
 from batgpt_jax.convert.orbax_to_hf import STASH_KEY
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import state as train_state
@@ -68,7 +68,7 @@ def import_hf(hf_dir: str, run_dir: str, *, layout_name: str | None = None,
               dtype: str | None = None, base_cfg: ModelConfig | None = None,
               opt_cfg: train_state.OptimizerConfig | None = None,
               progress: bool = True) -> Imported:
-  checkpoint_io.ensure_new_run_dir(run_dir)
+  checkpoints.ensure_new_run_dir(run_dir)
   hf = read_hf_config(hf_dir)
   cfg, target = model_config(hf, layout_name, base_cfg or ModelConfig(), dtype)
   tensors = target.tensors(cfg)
@@ -101,7 +101,7 @@ def import_hf(hf_dir: str, run_dir: str, *, layout_name: str | None = None,
   header = (f"Imported from {os.path.abspath(hf_dir)} ({target.NAME} layout) by "
             "`batgpt convert import`.\nUse it with --gin_file=<this file> "
             f"--gin.TrainConfig.run_dir=\"'{os.path.abspath(run_dir)}'\"")
-  gin_path = checkpoint_io.write_run_dir(run_dir, cfg, params,
+  gin_path = checkpoints.write_run_dir(run_dir, cfg, params,
                                          opt_cfg or train_state.OptimizerConfig(), header)
   return Imported(run_dir=os.path.abspath(run_dir), layout=target.NAME, model_cfg=cfg,
                   gin_path=gin_path)

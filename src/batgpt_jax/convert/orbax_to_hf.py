@@ -11,8 +11,8 @@ import os
 
 from tqdm import tqdm
 
-from batgpt_jax import convert
-from batgpt_jax.convert import checkpoint_io, layout, safetensors_io
+from batgpt_jax import checkpoints, convert
+from batgpt_jax.convert import layout, safetensors_io
 from batgpt_jax.convert import tokenizer as hf_tokenizer
 from batgpt_jax.data import vocab as vocab_lib
 
@@ -43,14 +43,14 @@ def export(checkpoint: str, out_dir: str, *, step: int | None = None,
            max_shard_bytes: int = 2 << 30, sp_model_path: str | None = None,
            progress: bool = True) -> Exported:
   """Writes config.json, generation_config.json, safetensors (+ index) and tokenizer files."""
-  checkpoints_dir, step = checkpoint_io.find_step(checkpoint, step)
-  cfg, _ = checkpoint_io.read_config(checkpoints_dir, step)
+  checkpoints_dir, step = checkpoints.find_step(checkpoint, step)
+  cfg, _ = checkpoints.read_config(checkpoints_dir, step)
   target = convert.layout_for(cfg, layout_name)
   dtype = dtype or cfg.param_dtype
   if dtype not in safetensors_io.DTYPES:
     raise ValueError(f"dtype {dtype!r}; expected one of {sorted(safetensors_io.DTYPES)}")
 
-  saved = checkpoint_io.param_shapes(checkpoints_dir, step)
+  saved = checkpoints.param_shapes(checkpoints_dir, step)
   expected = layout.our_shapes(cfg)
   if {path: shape for path, (shape, _) in saved.items()} != expected:
     raise ValueError(f"The parameters in {checkpoints_dir}/{step} do not have the shapes of its "
@@ -70,7 +70,7 @@ def export(checkpoint: str, out_dir: str, *, step: int | None = None,
     still_needed = {s for later in tensors[k:] for s in later.sources}
     for path in [p for p in loaded if p not in still_needed]:
       del loaded[path]  # free each parameter as soon as no later tensor uses it
-    loaded.update(checkpoint_io.read_params(
+    loaded.update(checkpoints.read_param_arrays(
         checkpoints_dir, step, [s for s in tensor.sources if s not in loaded], saved))
     for i, name in enumerate(tensor.names(cfg.n_layers)):
       parts = [loaded[s][i] if tensor.per_layer else loaded[s] for s in tensor.sources]

@@ -17,13 +17,13 @@ import gin
 import jax
 from etils import epath
 
-from batgpt_jax import parallel
+from batgpt_jax import checkpoints, config, parallel
 from batgpt_jax.grow import optimizer as grow_optimizer
 from batgpt_jax.grow import verify
 from batgpt_jax.grow.plan import DEPTH_MODES, GrowthError, plan_growth
 from batgpt_jax.model import config as model_config
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.train import checkpoints, metrics
+from batgpt_jax.train import metrics
 from batgpt_jax.train import state as train_state
 
 
@@ -34,19 +34,12 @@ class GrowResult:
   report: verify.Report
 
 
-def checkpoint_dir(path: str) -> str:
-  """The orbax checkpoints directory of a run directory (or that directory itself)."""
-  for candidate in (epath.Path(path) / "checkpoints", epath.Path(path)):
-    if candidate.is_dir() and any(step.name.isdigit() and (step / "config").is_dir()
-                                  for step in candidate.iterdir()):
-      return os.fspath(candidate)
-  root = epath.Path(path)
-  found = (f"only {sorted(p.name for p in root.iterdir())[:10]}" if root.is_dir() else
-           "a file" if root.exists() else "nothing there")
-  raise GrowthError(
-      f"{path} is not a checkpoint: expected a run directory holding checkpoints/<step>/ with the "
-      f"items state, data and config (what `batgpt train` writes), or that checkpoints/ "
-      f"directory itself; found {found}")
+def checkpoint_dir(path: str) -> tuple[str, int]:
+  """(checkpoints directory, newest step) of a run directory, a checkpoints dir or a step dir."""
+  try:
+    return checkpoints.find_step(path)
+  except FileNotFoundError as err:
+    raise GrowthError(str(err)) from None
 
 
 def _holds_steps(directory: epath.Path) -> bool:
@@ -73,7 +66,7 @@ def grow_checkpoint(source: str, out: str, *, big_cfg: ModelConfig, mesh_cfg: pa
   than `tolerance` (default: `verify.TOLERANCE` by compute dtype).
   """
   grow_optimizer.check_modes(optimizer, schedule)
-  directory = checkpoint_dir(source)
+  directory, source_step = checkpoint_dir(source)
   out_dir = os.fspath(epath.Path(out) / "checkpoints")
   if _holds_steps(epath.Path(out_dir)):
     raise GrowthError(f"{out_dir} already holds checkpoints; grow into a new --out directory")
@@ -81,9 +74,7 @@ def grow_checkpoint(source: str, out: str, *, big_cfg: ModelConfig, mesh_cfg: pa
   mesh = parallel.mesh_from_config(mesh_cfg)
   source_mngr = checkpoints.manager(directory, keep=None, async_save=False)  # read only
   try:
-    source_step = max(source_mngr.all_steps())
-    saved = checkpoints.read_config(source_mngr, source_step)
-    small_cfg = ModelConfig.from_dict(saved["model"])
+    small_cfg, source_gin = checkpoints.read_config(directory, source_step)
     plan = plan_growth(small_cfg, big_cfg, depth_mode=depth_mode, noise_snr_db=noise_snr_db,
                        seed=seed)  # every size problem is reported before any array is read
     metrics.log_console(f"Source: {model_config.describe(small_cfg)}")
@@ -93,7 +84,7 @@ def grow_checkpoint(source: str, out: str, *, big_cfg: ModelConfig, mesh_cfg: pa
       logging.warning("--schedule continue keeps the source step %d, but the target's "
                       "TrainConfig.steps is %d: raise it, or `batgpt train` has nothing to do.",
                       source_step, total_steps)
-    restored = _restore_source(source_mngr, small_cfg, saved.get("gin", ""), mesh, rules)
+    restored = _restore_source(source_mngr, small_cfg, source_gin, mesh, rules)
   finally:
     source_mngr.close()
 
@@ -129,9 +120,8 @@ def grow_checkpoint(source: str, out: str, *, big_cfg: ModelConfig, mesh_cfg: pa
 
 def target_gin(to_gin: str, overrides: str) -> str:
   """Parses the target gin file afresh, then the command line's gin on top; returns the text."""
-  from batgpt_jax import cli  # pylint: disable=import-outside-toplevel  (cli imports this module)
   gin.clear_config()
-  text = cli.parse_gin([to_gin], [])
+  text = config.parse_gin([to_gin], [])
   if overrides.strip():
     gin.parse_config(overrides)
     text = gin.config_str()
@@ -161,7 +151,6 @@ def run(args, gin_text: str) -> int:
 
 
 def add_grow_command(subparsers) -> None:
-  from batgpt_jax import cli  # pylint: disable=import-outside-toplevel  (cli imports this module)
   grow = subparsers.add_parser(
       "grow", help="grow a trained checkpoint into a larger model, verified function-preserving")
   grow.add_argument("--from_checkpoint", required=True,
@@ -169,7 +158,7 @@ def add_grow_command(subparsers) -> None:
   grow.add_argument("--to_gin", required=True,
                     help="gin file of the target model (its ModelConfig, mesh and optimizer)")
   grow.add_argument("--out", required=True, help="new run directory for the grown checkpoint")
-  cli._gin_args(grow)  # pylint: disable=protected-access  (applied on top of --to_gin)
+  config.add_gin_flags(grow)  # applied on top of --to_gin
   grow.add_argument("--depth_mode", choices=DEPTH_MODES, default="interleave",
                     help="where new layers go: 'interleave' (after old ones, evenly) or "
                          "'append' (identity blocks, function-preserving), or 'stack' (copy the "

@@ -17,6 +17,8 @@ import signal
 import jax
 from jax.experimental import multihost_utils
 
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: a checkpoint was saved, and the run is not finished
+
 
 class TrainingDivergedError(RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient norm."""

@@ -8,11 +8,11 @@ import gin
 import jax
 import numpy as np
 
-from batgpt_jax import objectives, parallel
+from batgpt_jax import checkpoints, objectives, parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.model import config as model_config
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.train import checkpoints, faults, metrics, state as train_state, step as train_step
+from batgpt_jax.train import faults, metrics, state as train_state, step as train_step
 
 
 @gin.configurable

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -117,11 +118,18 @@ def sqlite_url(tmp_path):
   return url
 
 
+_HASH = []
+
+
 def add_users(url: str, names_roles: dict[str, str]) -> None:
+  """Accounts with PASSWORD; one argon2id hash shared by all (hashing is slow on purpose)."""
+  if not _HASH:
+    _HASH.append(accounts.hash_password(PASSWORD))
   engine = db.make_engine(url)
   with db.transaction(db.session_factory(engine)) as session:
     for name, role in names_roles.items():
-      accounts.add_user(session, name, PASSWORD, role)
+      session.add(models.User(username=name, role=role, password_hash=_HASH[0],
+                              session_token=secrets.token_hex(16)))
   engine.dispose()
 
 
@@ -164,10 +172,11 @@ def csrf_of(html: str) -> str:
   return CSRF.search(html).group(1)
 
 
-def login(client, username: str, password: str = PASSWORD):
+def login(client, username: str, password: str = PASSWORD, address: str = "127.0.0.1"):
   token = csrf_of(client.get("/login").text)
   return client.post("/login", data={"username": username, "password": password,
-                                     "csrf_token": token})
+                                     "csrf_token": token},
+                     environ_base={"REMOTE_ADDR": address})
 
 
 @pytest.fixture

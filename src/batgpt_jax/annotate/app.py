@@ -110,8 +110,8 @@ def create_app(db_url: str, secure_cookies: bool = False, check_schema: bool = T
   def _error(err):
     return flask.render_template("error.html", code=err.code, message=err.description), err.code
 
-  app.get("/")(lambda: flask.redirect(flask.url_for("label.index")))
-  app.get("/healthz")(lambda: ("ok", 200, {"Content-Type": "text/plain"}))
+  app.add_url_rule("/", "home", lambda: flask.redirect(flask.url_for("label.index")))
+  app.add_url_rule("/healthz", "healthz", lambda: ("ok", 200, {"Content-Type": "text/plain"}))
   return app
 
 

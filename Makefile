@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,annotate]'
 	touch $(STAMP)
 
 # A real, small pretraining run on the embedded corpus. Run it twice: the second run resumes.

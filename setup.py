@@ -28,7 +28,12 @@ setuptools.setup(
     description="Pretrain and align BatGPT-style language models in JAX/Flax.",
     package_dir={"": "src"},
     packages=setuptools.find_packages("src"),
-    package_data={"batgpt_jax": ["data/corpus/*.txt.gz", "gin/*.gin", "gin/*/*.gin"]},
+    package_data={"batgpt_jax": ["data/corpus/*.txt.gz", "gin/*.gin", "gin/*/*.gin",
+                                 # the annotation app's pages and its Alembic migrations
+                                 "annotate/templates/*.html", "annotate/static/*",
+                                 "annotate/alembic.ini", "annotate/migrations/*.py",
+                                 "annotate/migrations/script.py.mako",
+                                 "annotate/migrations/versions/*.py"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
@@ -36,6 +41,12 @@ setuptools.setup(
         # torch is pinned exactly: 2.13.0 is the CPU build; a looser range pulls a CUDA build.
         "test": ["pytest>=8,<10", "torch==2.13.0", "transformers>=5.24,<5.25"],
         "bench": ["matplotlib>=3.9,<4"],
+        # `batgpt annotate` (the labelling web app). Playwright only drives Debian's chromium in
+        # the browser tests; it never downloads a browser here.
+        "annotate": ["flask>=3.1.3,<3.2", "flask-wtf>=1.3,<1.4", "flask-login>=0.6.3,<0.7",
+                     "sqlalchemy>=2.1.9,<2.2", "alembic>=1.20,<1.21", "argon2-cffi>=25.1,<26",
+                     "psycopg[binary]>=3.3.9,<3.4", "waitress>=3.0.2,<3.1",
+                     "playwright>=1.65,<1.66"],
         # Accelerator builds of the same jax: `pip install -e '.[tpu]'` on TPU VMs (launch/),
         # `'.[cuda]'` on GPU nodes. Not installed or tested here (no accelerator in CI).
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],

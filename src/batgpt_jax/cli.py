@@ -6,6 +6,7 @@
   batgpt grow --from_checkpoint=runs/small --to_gin=gin/models/big.gin --out=runs/big
   batgpt convert export|import ...
   batgpt generate --gin_file=gin/smoke.gin --prompt="Once upon a time"
+  batgpt chat --checkpoint=runs/sft
 """
 
 import argparse
@@ -75,12 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
   tok_train.add_argument("--max_documents", type=int, default=200_000)
   tok_train.set_defaults(run=cmd_tokenizer_train)
   # pylint: disable=import-outside-toplevel
-  from batgpt_jax import generate
   from batgpt_jax.convert import command as convert_command
   from batgpt_jax.grow import command as grow_command
+  from batgpt_jax.sample import chat as chat_command
+  from batgpt_jax.sample import generate as generate_command
   grow_command.add_grow_command(sub)
   convert_command.add_convert_command(sub)
-  generate.add_generate_command(sub)
+  generate_command.add_generate_command(sub)
+  chat_command.add_chat_command(sub)
   return parser
 
 

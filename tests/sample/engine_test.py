@@ -1,57 +1,80 @@
-"""KV-cache decoding equals the full forward pass; sampling, stopping, directions, chat, CLI."""
+"""The on-device engine equals the full forward pass and the per-token host loop it replaced.
 
-import argparse
+`_host_loop_ids` below is a faithful copy of the loop `batgpt generate` ran before the engine
+(one jitted step per token, the choice brought to the host each time): the oracle for "greedy
+output identical to today's generate", and the negative control of the transfer-guard test.
+"""
+
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec
 
-from batgpt_jax import checkpoints, generate
-from batgpt_jax.data import chat
+from conftest import mesh_config
+from batgpt_jax import parallel
 from batgpt_jax.data import vocab
 from batgpt_jax.model import transformer
-from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.train import state as train_state
+from batgpt_jax.sample import engine, filters
 
-CONFIGS = {
-    "batgpt": ModelConfig(vocab_size=400, rope_style="interleaved", rope_fraction=0.5,
-                          init_std=0.2),
-    "llama": ModelConfig(vocab_size=400, rope_style="half_split", rope_fraction=1.0,
-                         qkv_bias=False, n_kv_heads=1, init_std=0.2),
-}
+PROMPTS = [[3, 50, 60, 70, 80, 90, 100], [4, 11], [3, 200, 201, 202]]
 
 
-@pytest.fixture(scope="module", params=sorted(CONFIGS))
-def model(request):
-  cfg = CONFIGS[request.param]
-  flat, treedef = jax.tree_util.tree_flatten_with_path(transformer.abstract_params(cfg))
-  keys = jax.random.split(jax.random.key(1), len(flat))
-  # random weights, gains around 1, non-zero biases: logits of order one
-  params = treedef.unflatten([
-      float(str(path[-1].key) == "scale") + 0.15 * jax.random.normal(key, x.shape, x.dtype)
-      for (path, x), key in zip(flat, keys)])
-  return cfg, params
+# --- today's loop, kept as the oracle -----------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("temperature", "top_k", "top_p"))
+def _choose(logits, key, *, temperature: float, top_k: int, top_p: float):
+  if temperature == 0.0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = filters.filter_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
+  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(cfg, params, tokens):
-  positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-  return transformer.apply(cfg, params, tokens, positions, jnp.ones_like(tokens))
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("cache",))
+def _decode_step(cfg, params, tokens, cache, index, start):
+  positions = jnp.maximum(index + jnp.arange(tokens.shape[1])[None, :] - start[:, None], 0)
+  logits, cache = transformer.decode(cfg, params, tokens, positions, cache, index, start)
+  return logits[:, -1], cache
 
 
-def _full_logits(cfg, params, tokens, length: int = 32) -> np.ndarray:
-  """Logits of `tokens` alone, run at a fixed padded length (causal: the tail cannot matter)."""
-  padded = np.zeros((1, length), np.int32)
-  padded[0, :len(tokens)] = tokens
-  return np.asarray(_forward(cfg, params, jnp.asarray(padded)))[0, :len(tokens)]
+def _host_loop_ids(cfg, params, prompts, sampling) -> list[list[int]]:
+  lengths = np.array([len(p) for p in prompts], np.int32)
+  width, slots = engine.buckets(int(lengths.max()), sampling.max_new_tokens, cfg.max_len)
+  tokens = np.full((len(prompts), width), vocab.PAD_ID, np.int32)
+  for row, prompt in enumerate(prompts):
+    tokens[row, width - len(prompt):] = prompt
+  start = jnp.asarray(width - lengths)
+  cache = transformer.init_cache(cfg, len(prompts), slots)
+  logits, cache = _decode_step(cfg, params, jnp.asarray(tokens), cache, 0, start)
+  stop = np.asarray(sampling.stop_ids, np.int32)
+  done = np.zeros(len(prompts), bool)
+  outputs = [[] for _ in prompts]
+  key = jax.random.key(sampling.seed)
+  for step in range(sampling.max_new_tokens):
+    key, sub = jax.random.split(key)
+    chosen = np.asarray(_choose(logits, sub, temperature=float(sampling.temperature),
+                                top_k=int(sampling.top_k), top_p=float(sampling.top_p)))
+    for row in np.flatnonzero(~done):
+      if chosen[row] in stop:
+        done[row] = True
+      else:
+        outputs[row].append(int(chosen[row]))
+    if done.all() or step == sampling.max_new_tokens - 1:
+      break
+    chosen = np.where(done, vocab.PAD_ID, chosen).astype(np.int32)
+    logits, cache = _decode_step(cfg, params, jnp.asarray(chosen)[:, None], cache, width + step,
+                                 start)
+  return outputs
 
+
+# --- the engine -----------------------------------------------------------------------------
 
 _decode = jax.jit(transformer.decode, static_argnums=0)
 
 
-def test_cached_decoding_equals_full_forward_at_every_position(model):
+def test_cached_decoding_equals_full_forward_at_every_position(model, full_logits):
   cfg, params = model
   rows = [np.arange(3, 23) * 7 % 400, np.arange(5, 17) * 13 % 400]  # lengths 20 and 12
   width, slots = 20, 24
@@ -69,115 +92,130 @@ def test_cached_decoding_equals_full_forward_at_every_position(model):
     index += chunk
   got = np.concatenate(got, axis=1)  # [2, width, vocab]
   for r, row in enumerate(rows):
-    want = _full_logits(cfg, params, row)
-    np.testing.assert_allclose(got[r, width - len(row):], want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got[r, width - len(row):], full_logits(cfg, params, row),
+                               atol=1e-5, rtol=0)
 
 
-def test_batched_generation_equals_one_by_one(model):
+def test_greedy_equals_todays_loop_and_the_full_forward_argmax(model, full_logits):
   cfg, params = model
-  prompts = [[3, 50, 60, 70, 80, 90, 100], [4, 11], [3, 200, 201, 202]]
-  sampling = generate.SamplingConfig(max_new_tokens=12, stop_ids=())
-  together = generate.generate_ids(cfg, params, prompts, sampling)
-  assert [len(out) for out in together] == [12, 12, 12]
-  assert together == [generate.generate_ids(cfg, params, [p], sampling)[0] for p in prompts]
-  # greedy by hand, with the full forward pass, for the first prompt
-  seq = list(prompts[0])
-  for _ in range(12):
-    seq.append(int(np.argmax(_full_logits(cfg, params, seq)[-1])))
-  assert together[0] == seq[len(prompts[0]):]
+  sampling = engine.SamplingConfig(max_new_tokens=12, stop_ids=())
+  got = engine.generate_ids(cfg, params, PROMPTS, sampling)
+  assert [len(out) for out in got] == [12, 12, 12]
+  assert got == _host_loop_ids(cfg, params, PROMPTS, sampling)
+  for prompt, out in zip(PROMPTS, got):
+    seq = list(prompt)
+    for _ in range(12):
+      seq.append(int(np.argmax(full_logits(cfg, params, seq)[-1])))
+    assert out == seq[len(prompt):]
+  # rows are independent of their batch-mates and of the padding that batching adds
+  assert got == [engine.generate_ids(cfg, params, [p], sampling)[0] for p in PROMPTS]
 
 
-def test_sampling_settings(model):
-  cfg, params = model
-  prompts = [[3, 10, 20], [4, 30]]
-  greedy = generate.generate_ids(cfg, params, prompts,
-                                 generate.SamplingConfig(max_new_tokens=8, stop_ids=()))
-  hot = lambda **kw: generate.generate_ids(cfg, params, prompts, generate.SamplingConfig(
-      max_new_tokens=8, stop_ids=(), temperature=1.5, **kw))
-  assert hot(seed=1) == hot(seed=1)
-  assert hot(seed=1) != hot(seed=2)
-  assert hot(seed=5, top_k=1) == greedy
-  assert hot(seed=5, top_p=1e-6) == greedy
+def test_sampling_equals_todays_loop_and_follows_its_settings(batgpt_model):
+  cfg, params = batgpt_model
+  hot = lambda **kw: engine.SamplingConfig(max_new_tokens=10, stop_ids=(), temperature=1.3, **kw)
+  for sampling in (hot(seed=3), hot(seed=3, top_k=50, top_p=0.9)):
+    assert (engine.generate_ids(cfg, params, PROMPTS, sampling)
+            == _host_loop_ids(cfg, params, PROMPTS, sampling))
+  ids = lambda sampling: engine.generate_ids(cfg, params, PROMPTS, sampling)
+  greedy = ids(engine.SamplingConfig(max_new_tokens=10, stop_ids=()))
+  assert ids(hot(seed=1)) == ids(hot(seed=1))
+  assert ids(hot(seed=1)) != ids(hot(seed=2))
+  assert ids(hot(seed=5, top_k=1)) == greedy
+  assert ids(hot(seed=5, top_p=1e-6)) == greedy
 
 
-def test_filter_logits():
-  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
-  kept = lambda out: np.isfinite(np.asarray(out))[0].tolist()
-  assert kept(generate.filter_logits(logits, top_k=2, top_p=1.0)) == [True, True, False, False]
-  assert kept(generate.filter_logits(logits, top_k=0, top_p=0.5)) == [True, False, False, False]
-  assert kept(generate.filter_logits(logits, top_k=0, top_p=0.7)) == [True, True, False, False]
-  assert kept(generate.filter_logits(logits, top_k=0, top_p=0.9)) == [True, True, True, False]
-  with pytest.raises(ValueError, match="top_p=0.0"):
-    generate.SamplingConfig(top_p=0.0)
+@pytest.mark.parametrize("temperature,top_k", [(0.0, 0), (0.7, 20)])
+def test_logprobs_equal_log_softmax_of_the_full_forward_pass(batgpt_model, full_logits,
+                                                             temperature, top_k):
+  cfg, params = batgpt_model
+  sampling = engine.SamplingConfig(max_new_tokens=9, temperature=temperature, top_k=top_k,
+                                   seed=4, stop_ids=())
+  out = engine.sample(cfg, params, PROMPTS, sampling)
+  assert out.tokens.shape == out.logprobs.shape == (3, 9)
+  for row, prompt in enumerate(PROMPTS):
+    new = out.tokens[row, :out.lengths[row]].tolist()
+    logits = full_logits(cfg, params, prompt + new)[len(prompt) - 1:-1]  # [9, vocab], predicting new
+    want = jax.nn.log_softmax(logits / (temperature or 1.0), axis=-1)[np.arange(9), new]
+    np.testing.assert_allclose(out.logprobs[row], want, atol=1e-5, rtol=0)
 
 
-def test_stop_tokens(model):
-  cfg, params = model
-  prompts = [[3, 10, 20], [4, 30]]
-  free = generate.generate_ids(cfg, params, prompts,
-                               generate.SamplingConfig(max_new_tokens=10, stop_ids=()))
-  stop = free[0][3]
-  assert stop not in free[0][:3]
-  stopped = generate.generate_ids(cfg, params, prompts,
-                                  generate.SamplingConfig(max_new_tokens=10, stop_ids=(stop,)))
-  assert stopped[0] == free[0][:3]  # the stop token itself is not returned
-  cut = free[1].index(stop) if stop in free[1] else 10
-  assert stopped[1] == free[1][:cut]
+def test_each_row_stops_at_its_own_stop_tokens(batgpt_model):
+  cfg, params = batgpt_model
+  sampling = engine.SamplingConfig(max_new_tokens=10, stop_ids=())
+  free = engine.generate_ids(cfg, params, PROMPTS, sampling)
+  first_new = lambda row, at: next(t for t in free[row][at:] if t not in free[row][:at])
+  stop0, stop1 = first_new(0, 3), first_new(1, 5)  # row 0 stops after 3 tokens, row 1 after 5
+  cut0, cut1 = free[0].index(stop0), free[1].index(stop1)
+  out = engine.sample(cfg, params, PROMPTS, sampling, stop_ids=[(stop0,), (stop1,), ()])
+  assert out.output_ids() == [free[0][:cut0], free[1][:cut1], free[2]]
+  assert out.lengths.tolist() == [cut0 + 1, cut1 + 1, 10]  # the stop token is counted ...
+  assert out.tokens[0, cut0] == stop0 and out.tokens[1, cut1] == stop1  # ... and returned
+  assert out.stopped.tolist() == [True, True, False]
+  assert (out.tokens[0, cut0 + 1:] == vocab.PAD_ID).all()
+  assert (out.logprobs[0, cut0 + 1:] == 0).all() and (out.logprobs[0, :cut0 + 1] < 0).all()
+  # stop ids in the sampling config apply to every row
+  shared = engine.generate_ids(cfg, params, PROMPTS, engine.SamplingConfig(
+      max_new_tokens=10, stop_ids=(stop0,)))
+  assert shared == [f[:f.index(stop0)] if stop0 in f else f for f in free]
 
 
-def test_prompt_longer_than_the_model_is_refused(model):
-  cfg, params = model
+def test_the_loop_ends_when_every_row_has_stopped(batgpt_model):
+  cfg, params = batgpt_model
+  sampling = engine.SamplingConfig(max_new_tokens=20, stop_ids=())
+  free = engine.generate_ids(cfg, params, PROMPTS[:2], sampling)
+  stops = [(free[0][2],), (free[1][4],)]
+  steps = []
+
+  def count(step, tokens, emitted):
+    del tokens, emitted
+    steps.append(int(step))
+
+  out = engine.sample(cfg, params, PROMPTS[:2], sampling, stop_ids=stops, on_token=count)
+  assert out.stopped.all()
+  assert steps == list(range(int(out.lengths.max())))  # far fewer than 20 iterations
+  assert int(out.lengths.max()) <= 5
+
+
+def test_prompt_longer_than_the_model_is_refused(batgpt_model):
+  cfg, params = batgpt_model
   with pytest.raises(ValueError, match="beyond the model's max_len=1024"):
-    generate.generate_ids(cfg, params, [[3] * 1000], generate.SamplingConfig(max_new_tokens=30))
+    engine.generate_ids(cfg, params, [[3] * 1000], engine.SamplingConfig(max_new_tokens=30))
+  with pytest.raises(ValueError, match="one tuple of stop ids per prompt"):
+    engine.sample(cfg, params, PROMPTS, engine.SamplingConfig(), stop_ids=[(5,)])
 
 
-def test_directions(data_tiny_vocab):
-  l2r_id, r2l_id = vocab.direction_ids(data_tiny_vocab)
-  text = "The cat sees a bird."
-  ids = [int(i) for i in data_tiny_vocab.encode(text)]
-  assert generate.prompt_ids(data_tiny_vocab, text, "l2r") == [l2r_id] + ids
-  assert generate.prompt_ids(data_tiny_vocab, text, "r2l") == [r2l_id] + ids[::-1]
-  assert generate.output_text(data_tiny_vocab, ids[::-1], "r2l") == text
-  assert generate.output_text(data_tiny_vocab, ids, "l2r") == text
+def test_no_transfer_between_host_and_device_while_decoding(batgpt_model):
+  cfg, params = batgpt_model
+  sampling = engine.SamplingConfig(max_new_tokens=8, temperature=0.9, top_p=0.9, stop_ids=())
+  tokens = np.zeros((4, 16), np.int32)
+  tokens[:, -3:] = [3, 10, 20]
+  args = jax.device_put((tokens, np.full(4, 3, np.int32), np.full((4, 4), -1, np.int32)))
+  key = jax.random.key(0)
+  run = lambda: engine.decode_loop(cfg, params, *args, key, sampling=sampling, slots=64)
+  jax.block_until_ready(run())  # compile outside the guard
+  with jax.transfer_guard("disallow"):
+    out = jax.block_until_ready(run())
+  assert out.lengths.tolist() == [8, 8, 8, 8]
+  # the guard has teeth: the per-token host loop moves every token across
+  with jax.transfer_guard("disallow"), pytest.raises(Exception, match="Disallowed"):
+    _host_loop_ids(cfg, params, [[3, 10, 20]] * 4, sampling)
 
 
-def test_generate_text_in_both_directions(model, data_tiny_vocab):
-  cfg, params = model
-  sampling = generate.SamplingConfig(max_new_tokens=6, stop_ids=())
-  for direction in ("l2r", "r2l"):
-    texts = generate.generate_text(cfg, params, data_tiny_vocab, ["The cat", "今天天气"], sampling,
-                                   direction=direction)
-    prompts = [generate.prompt_ids(data_tiny_vocab, t, direction) for t in ["The cat", "今天天气"]]
-    ids = generate.generate_ids(cfg, params, prompts, sampling)
-    assert texts == [generate.output_text(data_tiny_vocab, i, direction) for i in ids]
-
-
-def test_chat_template():
-  assert chat.chat_prompt("How are you?") == "[Turn 1]\n\n[User] How are you?\n\n[Assistant]"
-  assert chat.chat_prompt("And now?", history=[("Hi", "Hello!")], system="Be brief.") == (
-      "[System]\n\n Be brief.\n\n<eot>"
-      "[Turn 1]\n\n[User] Hi\n\n[Assistant] Hello!\n\n<eop>"
-      "[Turn 2]\n\n[User] And now?\n\n[Assistant]")
-
-
-def test_generate_command(model, data_tiny_vocab_path, tmp_path, capsys):
-  cfg, params = model
-  checkpoints.write_run_dir(str(tmp_path / "run"), cfg, params, train_state.OptimizerConfig())
-  parser = argparse.ArgumentParser(prog="batgpt")
-  generate.add_generate_command(parser.add_subparsers(dest="command", required=True))
-  common = ["generate", f"--checkpoint={tmp_path}/run", f"--vocab={data_tiny_vocab_path}",
-            "--max_new_tokens=5"]
-  args = parser.parse_args(common + ["--prompt=The cat", "--prompt=A dog",
-                                     "--temperature=0.8", "--top_k=20", "--top_p=0.9",
-                                     "--seed=3", "--stop=<eop>"])
-  assert args.run(args, "") == 0
-  out = capsys.readouterr().out
-  assert "--- [0] ---\nThe cat" in out and "--- [1] ---\nA dog" in out
-  args = parser.parse_args(common + ["--prompt=the end.", "--direction=r2l"])
-  assert args.run(args, "") == 0
-  assert capsys.readouterr().out.rstrip().endswith("the end.")
-  args = parser.parse_args(common + ["--prompt=Hi", "--chat", "--system=Be brief."])
-  assert args.run(args, "") == 0
-  with pytest.raises(SystemExit, match="not a single piece"):
-    args = parser.parse_args(common + ["--prompt=x", "--stop=nonsense piece"])
-    args.run(args, "")
+def test_mesh_2_2_2_gives_the_output_of_one_device(batgpt_model, axis_rules):
+  cfg, params = batgpt_model
+  mesh = parallel.mesh_from_config(mesh_config((2, 2, 2)))
+  placed = engine.place_params(cfg, params, mesh, axis_rules)
+  assert placed["lm_head"].sharding.spec == PartitionSpec("fsdp", "tensor")
+  # the KV cache: batch over data and fsdp, KV heads over tensor (the attention's k/v layout)
+  cache_shape = (cfg.n_layers, 4, 64, cfg.n_kv_heads, cfg.head_dim)
+  assert parallel.logical_to_spec(engine.CACHE_AXES, cache_shape, mesh, axis_rules) == (
+      PartitionSpec(None, ("data", "fsdp"), None, "tensor", None))
+  for sampling in (engine.SamplingConfig(max_new_tokens=10, stop_ids=(7, 9)),
+                   engine.SamplingConfig(max_new_tokens=10, temperature=1.1, top_k=40,
+                                         top_p=0.95, seed=2, stop_ids=(7, 9))):
+    one = engine.sample(cfg, params, PROMPTS, sampling)  # 3 rows: padded to 4 on the mesh
+    many = engine.sample(cfg, placed, PROMPTS, sampling, mesh=mesh, rules=axis_rules)
+    for name in ("tokens", "lengths", "stopped"):
+      np.testing.assert_array_equal(getattr(many, name), getattr(one, name))
+    np.testing.assert_allclose(many.logprobs, one.logprobs, atol=1e-5, rtol=0)

@@ -1,0 +1,163 @@
+"""`batgpt chat`: talk to a checkpoint in BatGPT's chat template, the reply printed as it comes.
+
+  batgpt chat --checkpoint=runs/sft [--gin_file=sft.gin] [--system="Be brief."]
+  echo "What is 2 + 3?" | batgpt chat --checkpoint=runs/sft
+
+Each turn renders the whole conversation (`data.chat.chat_prompt`: the system prompt, every
+earlier turn, the new query) and samples the reply until <eop> (or EOS, or --max_new_tokens).
+When the conversation no longer fits the model's max_len, its oldest turns are dropped first and
+the system prompt is kept, as the instruction data does. Commands: /reset forgets the history,
+/system TEXT sets the system prompt (/system alone clears it; the history stays), /quit ends.
+On a terminal it prompts `you> ` and prints `bot> ` before each reply; with stdin piped it reads
+one query per line and prints one reply per line.
+
+Streaming: the engine's plain decode never leaves the device until the batch is done. Chat alone
+passes it a host callback (`on_token`, an `io_callback` inside the loop) that hands each token
+over as it is sampled; decoding in device-side chunks would instead cost a re-entry, with its
+dispatch and state hand-over, every chunk, and print in bursts.
+"""
+
+import argparse
+import dataclasses
+import sys
+from typing import Iterable, TextIO
+
+import numpy as np
+
+from batgpt_jax import config
+from batgpt_jax.data import chat
+from batgpt_jax.sample import engine, options, text
+
+COMMANDS = "/reset (forget the history), /system TEXT (set the system prompt), /quit"
+
+
+class ChatSession:
+  """One conversation: its history and system prompt; replies are streamed to `out`."""
+
+  def __init__(self, loaded: options.Loaded, sampling: engine.SamplingConfig, *,
+               system: str | None = None, out: TextIO = sys.stdout, log: TextIO = sys.stderr,
+               show_prompt: bool = False):
+    self.loaded = loaded
+    self.sampling = text.with_chat_stop(loaded.vocabulary, sampling)
+    self.system = system
+    self.history: list[tuple[str, str]] = []
+    self.out, self.log, self.show_prompt = out, log, show_prompt
+    self._streamed: dict[int, int] = {}  # step -> token of the reply being sampled
+    self._printed = ""
+
+  def reset(self) -> None:
+    self.history = []
+
+  def prompt_ids(self, query: str) -> list[int]:
+    """The conversation so far plus `query`, oldest turns dropped until the reply fits."""
+    budget = self.loaded.cfg.max_len - self.sampling.max_new_tokens
+    while True:
+      prompt = chat.chat_prompt(query, self.history, self.system)
+      ids = text.prompt_ids(self.loaded.vocabulary, prompt, "l2r")
+      if len(ids) <= budget or not self.history:
+        break
+      self.history = self.history[1:]
+      print("# the oldest turn was dropped to fit max_len", file=self.log)
+    if self.show_prompt:
+      print(f"# prompt: {prompt!r}", file=self.log, flush=True)
+    return ids
+
+  def reply(self, query: str) -> str:
+    """Samples the reply to `query`, printing it as it comes, and adds the turn to the history."""
+    ids = self.prompt_ids(query)
+    self._streamed, self._printed = {}, ""
+    # A new seed each turn (the seed is data, not a new compilation); the same bound method
+    # each call, so the engine compiles once per shape.
+    seed = self.sampling.seed + len(self.history)
+    samples = engine.sample(
+        self.loaded.cfg, self.loaded.params, [ids],
+        dataclasses.replace(self.sampling, seed=seed),
+        mesh=self.loaded.mesh, rules=self.loaded.rules, on_token=self._on_token)
+    answer = text.continuation_text(self.loaded.vocabulary, ids, samples.output_ids()[0],
+                                    "l2r").strip()
+    if answer.startswith(self._printed) and len(answer) > len(self._printed):
+      self.out.write(answer[len(self._printed):])  # whatever the stream held back
+    self.out.write("\n")
+    self.out.flush()
+    self.history.append((query, answer))
+    return answer
+
+  def _on_token(self, step, tokens, emitted) -> None:
+    """The engine's host callback: prints the reply's new text (row 0 is this conversation)."""
+    if not bool(np.asarray(emitted)[0]):
+      return
+    self._streamed[int(step)] = int(np.asarray(tokens)[0])
+    ids = [self._streamed[i] for i in range(len(self._streamed)) if i in self._streamed]
+    shown = self.loaded.vocabulary.decode(ids).lstrip()
+    # Hold back a partial UTF-8 character (byte-fallback pieces) until it is complete.
+    if shown.endswith("\ufffd") or not shown.startswith(self._printed):
+      return
+    self.out.write(shown[len(self._printed):])
+    self.out.flush()
+    self._printed = shown
+
+
+def queries(stdin: TextIO, out: TextIO) -> Iterable[str]:
+  """Lines typed at a `you> ` prompt on a terminal, or the lines of piped stdin."""
+  if not stdin.isatty():
+    yield from (line.rstrip("\n") for line in stdin)
+    return
+  while True:
+    out.write("you> ")
+    out.flush()
+    line = stdin.readline()
+    if not line:  # Ctrl-D
+      out.write("\n")
+      return
+    yield line.rstrip("\n")
+
+
+def converse(session: ChatSession, lines: Iterable[str], *, terminal: bool) -> None:
+  """Runs the commands and turns of `lines` through `session`."""
+  for line in lines:
+    line = line.strip()
+    if not line:
+      continue
+    if line in ("/quit", "/exit"):
+      return
+    if line == "/reset":
+      session.reset()
+      print("# history cleared", file=session.log, flush=True)
+    elif line == "/system" or line.startswith("/system "):
+      session.system = line[len("/system"):].strip() or None
+      print(f"# system prompt: {session.system!r}", file=session.log, flush=True)
+    elif line.startswith("/"):
+      print(f"# unknown command {line.split()[0]!r}; commands: {COMMANDS}", file=session.log,
+            flush=True)
+    else:
+      if terminal:
+        session.out.write("bot> ")
+        session.out.flush()
+      session.reply(line)
+
+
+def _chat(args, gin_text: str) -> int:
+  del gin_text
+  loaded = options.load(args)
+  print(f"# {loaded.source}; commands: {COMMANDS}", file=sys.stderr, flush=True)
+  session = ChatSession(loaded, options.sampling_config(args, loaded.vocabulary),
+                        system=args.system, show_prompt=args.show_prompt)
+  converse(session, queries(sys.stdin, sys.stdout), terminal=sys.stdin.isatty())
+  return 0
+
+
+cmd_chat = options.report_errors(_chat)
+
+
+def add_chat_command(subparsers) -> None:
+  """Adds `batgpt chat`."""
+  parser = subparsers.add_parser(
+      "chat", help="chat with a checkpoint (history, /reset, /system; streamed replies)",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  config.add_gin_flags(parser)
+  options.add_model_flags(parser)
+  parser.add_argument("--system", default=None, help="the system prompt to start with")
+  parser.add_argument("--show_prompt", action="store_true",
+                      help="print each rendered prompt (what the model reads) to stderr")
+  options.add_sampling_flags(parser, max_new_tokens=256)
+  parser.set_defaults(run=cmd_chat)

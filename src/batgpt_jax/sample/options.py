@@ -1,0 +1,103 @@
+"""What `generate` and `chat` share: their flags, and a checkpoint loaded onto the mesh for them."""
+
+import argparse
+import dataclasses
+import sys
+from typing import Sequence
+
+from jax.sharding import Mesh
+
+from batgpt_jax import checkpoints, parallel
+from batgpt_jax.data import vocab as vocab_lib
+from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.sample import engine
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", default=None,
+                      help="run dir, checkpoints dir or step dir (default: TrainConfig.run_dir)")
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  parser.add_argument("--vocab", default=None,
+                      help="SentencePiece model (default: DataConfig's vocabulary)")
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser, *, max_new_tokens: int = 64) -> None:
+  parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
+  parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+  parser.add_argument("--top_k", type=int, default=0, help="0 is off")
+  parser.add_argument("--top_p", type=float, default=1.0, help="1.0 is off")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--stop", action="append", default=[],
+                      help="extra stop piece or id (repeatable); EOS always stops")
+
+
+def stop_ids(vocabulary, stops: Sequence[str]) -> tuple[int, ...]:
+  """EOS plus each `--stop`: a token id, or a piece of the tokenizer such as '<eop>'."""
+  ids = [vocab_lib.EOS_ID]
+  for stop in stops:
+    if stop.isdigit():
+      ids.append(int(stop))
+      continue
+    piece_id = vocabulary.tokenizer.piece_to_id(stop)
+    if piece_id == vocab_lib.UNK_ID or vocabulary.tokenizer.id_to_piece(piece_id) != stop:
+      raise SystemExit(f"error: --stop={stop!r} is not a single piece of the tokenizer; give a "
+                       "piece (e.g. '<eop>') or a token id.")
+    ids.append(piece_id)
+  return tuple(dict.fromkeys(ids))
+
+
+def sampling_config(args, vocabulary) -> engine.SamplingConfig:
+  return engine.SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                               stop_ids=stop_ids(vocabulary, args.stop))
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+  """A checkpoint ready to sample: its model, parameters placed on the mesh, and tokenizer."""
+  cfg: ModelConfig
+  params: dict
+  vocabulary: object
+  mesh: Mesh | None
+  rules: tuple
+  source: str  # checkpoints_dir/step, for the log line
+
+
+def mesh_and_rules() -> tuple[Mesh | None, tuple]:
+  """The gin-configured training mesh and rules; no mesh when no rules are configured."""
+  mesh_cfg = parallel.MeshConfig()
+  if not mesh_cfg.axis_rules:
+    return None, ()
+  return parallel.mesh_from_config(mesh_cfg), parallel.check_rules(mesh_cfg.axis_rules)
+
+
+def load(args) -> Loaded:
+  """The checkpoint named by --checkpoint/--step (or TrainConfig.run_dir) with its tokenizer."""
+  # pylint: disable=import-outside-toplevel
+  from batgpt_jax.data import pipeline
+  from batgpt_jax.train import loop
+  from batgpt_jax.train import state as train_state
+  checkpoints_dir, step = checkpoints.find_step(args.checkpoint or loop.TrainConfig().run_dir,
+                                                args.step)
+  cfg, _ = checkpoints.read_config(checkpoints_dir, step)
+  vocabulary = (vocab_lib.load_vocabulary(args.vocab) if args.vocab
+                else pipeline.vocabulary_for(pipeline.DataConfig()))
+  if vocabulary.vocab_size > cfg.vocab_size:
+    raise SystemExit(f"error: the tokenizer has {vocabulary.vocab_size} pieces but the model "
+                     f"only {cfg.vocab_size}; pass the run's tokenizer with --vocab.")
+  mesh, rules = mesh_and_rules()
+  shardings = None if mesh is None else train_state.param_shardings(cfg, mesh, rules)
+  params = checkpoints.read_params(checkpoints_dir, step, shardings)
+  return Loaded(cfg=cfg, params=params, vocabulary=vocabulary, mesh=mesh, rules=rules,
+                source=f"{checkpoints_dir}/{step}")
+
+
+def report_errors(run):
+  """Wraps a command: a missing checkpoint or bad settings print one line and exit 2."""
+  def wrapped(args, gin_text: str) -> int:
+    try:
+      return run(args, gin_text)
+    except (FileNotFoundError, ValueError) as err:
+      print(f"error: {err}", file=sys.stderr)
+      return 2
+  return wrapped

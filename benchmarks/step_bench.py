@@ -64,7 +64,7 @@ def _time_steps(compiled, state, batches, n, warmup, mesh, rules):
   for i in range(warmup + n):
     batch = parallel.global_batch(batches[i % len(batches)], mesh, rules)
     start = time.perf_counter()
-    state, metrics = compiled(state, batch)
+    state, metrics = compiled(state, batch, {})
     jax.block_until_ready(metrics)
     if i >= warmup:
       times.append(time.perf_counter() - start)
@@ -75,7 +75,8 @@ def main(argv) -> int:
   args, bindings = _args(argv)
   files = args.gin_file or ["gin/models/bench.gin"]
   config.parse_gin(["gin/mesh/cpu.gin", *files], bindings)
-  from batgpt_jax import objectives, parallel  # pylint: disable=import-outside-toplevel
+  from batgpt_jax import parallel  # pylint: disable=import-outside-toplevel
+  from batgpt_jax.objectives import pretrain  # pylint: disable=import-outside-toplevel
   from batgpt_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from batgpt_jax.model.config import ModelConfig, describe  # pylint: disable=import-outside-toplevel
   from batgpt_jax.train import metrics, state as train_state  # pylint: disable=import-outside-toplevel
@@ -100,16 +101,16 @@ def main(argv) -> int:
                                                      args.batch, args.pipeline_batches)
 
   tx = train_state.make_optimizer(train_state.OptimizerConfig(), 1000)
-  weights = objectives.loss_weights()
   main_batches = mode_batches[args.modes.split(",")[0]]
   variants = {}
   for variant in args.variants.split(","):
     chunk = {"plain": 0, "chunked": 128}[variant]
     state, shardings = train_state.create_state(model_cfg, tx, mesh, rules, seed=0)
-    train, _ = train_step.jit_steps(model_cfg, tx, mesh, rules, shardings, microbatches=1,
-                                    loss_chunk=chunk, **weights)
+    train, _ = train_step.jit_steps(pretrain.objective(model_cfg, chunk), tx, mesh, rules,
+                                    shardings, microbatches=1)
     start = time.perf_counter()
-    compiled = train.lower(state, parallel.global_batch(main_batches[0], mesh, rules)).compile()
+    compiled = train.lower(state, parallel.global_batch(main_batches[0], mesh, rules),
+                           {}).compile()
     compile_seconds = time.perf_counter() - start
     state, step_time, loss = _time_steps(compiled, state, main_batches, args.steps, args.warmup,
                                          mesh, rules)

@@ -25,6 +25,16 @@ def mesh_config(shape=(-1, 1, 1)):
   return config
 
 
+def random_logits(seed=0, shape=(2, 6), vocab=11):
+  """(logits [*shape, vocab] float32, targets [*shape] int32), deterministic in `seed`."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  logits = jnp.asarray(rng.normal(size=shape + (vocab,)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, vocab, shape), jnp.int32)
+  return logits, targets
+
+
 @pytest.fixture
 def axis_rules():
   """The logical axis rules of gin/mesh/rules.gin."""

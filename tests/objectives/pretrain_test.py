@@ -1,37 +1,24 @@
+"""The bidirectional objective: per-direction sums, weights, z-loss and the reported means."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_logits
 
-from batgpt_jax import objectives
+from batgpt_jax.objectives import pretrain
+from batgpt_jax.objectives.tokens import token_cross_entropy
 
 
 def _batch(directions, weights):
   return {"directions": jnp.asarray(directions), "loss_weights": jnp.asarray(weights, jnp.float32)}
 
 
-def _terms(seed=0, shape=(2, 6), vocab=11):
-  rng = np.random.default_rng(seed)
-  logits = jnp.asarray(rng.normal(size=shape + (vocab,)), jnp.float32)
-  targets = jnp.asarray(rng.integers(0, vocab, shape), jnp.int32)
-  return logits, targets
-
-
-def test_cross_entropy_matches_log_softmax():
-  logits, targets = _terms()
-  ce, log_z, correct = objectives.token_cross_entropy(logits, targets)
-  logp = np.asarray(logits) - np.log(np.exp(np.asarray(logits)).sum(-1, keepdims=True))
-  want = -np.take_along_axis(logp, np.asarray(targets)[..., None], -1)[..., 0]
-  np.testing.assert_allclose(np.asarray(ce), want, rtol=1e-5)
-  np.testing.assert_array_equal(np.asarray(correct), np.argmax(logits, -1) == targets)
-  assert log_z.shape == targets.shape
-
-
 def test_each_direction_counts_only_its_own_tokens():
-  logits, targets = _terms()
-  ce, log_z, correct = objectives.token_cross_entropy(logits, targets)
+  logits, targets = random_logits()
+  ce, log_z, correct = token_cross_entropy(logits, targets)
   directions = np.array([[0, 0, 0, 1, 1, 1], [1, 1, 0, 0, 0, 0]])
   weights = np.array([[1, 1, 0, 1, 1, 0], [1, 0, 1, 1, 1, 0]], np.float32)
-  _, _, sums = objectives.bidirectional_sums(ce, log_z, correct, _batch(directions, weights),
+  _, _, sums = pretrain.bidirectional_sums(ce, log_z, correct, _batch(directions, weights),
                                              r2l_weight=1.0, z_loss=0.0)
   ce = np.asarray(ce)
   for name, d in (("l2r", 0), ("r2l", 1)):
@@ -40,20 +27,20 @@ def test_each_direction_counts_only_its_own_tokens():
     assert float(sums[f"{name}/loss_sum"]) == pytest.approx(ce[mask].sum(), rel=1e-6)
   # Changing an R2L token's logits leaves the L2R sums exactly as they were.
   bumped = logits.at[0, 3, targets[0, 3]].add(5.0)
-  ce2, log_z2, correct2 = objectives.token_cross_entropy(bumped, targets)
-  _, _, sums2 = objectives.bidirectional_sums(ce2, log_z2, correct2, _batch(directions, weights),
+  ce2, log_z2, correct2 = token_cross_entropy(bumped, targets)
+  _, _, sums2 = pretrain.bidirectional_sums(ce2, log_z2, correct2, _batch(directions, weights),
                                               1.0, 0.0)
   assert float(sums2["l2r/loss_sum"]) == float(sums["l2r/loss_sum"])
   assert float(sums2["r2l/loss_sum"]) != float(sums["r2l/loss_sum"])
 
 
 def test_r2l_weight_and_z_loss_enter_the_optimised_loss():
-  logits, targets = _terms(1)
-  ce, log_z, correct = objectives.token_cross_entropy(logits, targets)
+  logits, targets = random_logits(1)
+  ce, log_z, correct = token_cross_entropy(logits, targets)
   directions = np.array([[0, 0, 0, 1, 1, 1], [0, 1, 0, 1, 0, 1]])
   weights = np.ones((2, 6), np.float32)
   batch = _batch(directions, weights)
-  loss, total, _ = objectives.bidirectional_sums(ce, log_z, correct, batch, 0.5, 0.01)
+  loss, total, _ = pretrain.bidirectional_sums(ce, log_z, correct, batch, 0.5, 0.01)
   w = np.where(directions == 1, 0.5, 1.0)
   want = (np.asarray(ce) * w).sum() + 0.01 * (np.asarray(log_z) ** 2 * w).sum()
   assert float(loss) == pytest.approx(want, rel=1e-6)
@@ -63,7 +50,7 @@ def test_r2l_weight_and_z_loss_enter_the_optimised_loss():
 def test_summary_reports_means_and_perplexity():
   sums = {"l2r/loss_sum": 6.0, "l2r/correct": 1.0, "l2r/tokens": 3.0,
           "r2l/loss_sum": 0.0, "r2l/correct": 0.0, "r2l/tokens": 0.0, "z_sum": 9.0}
-  out = objectives.summarize(sums, jnp.float32(6.0), jnp.float32(3.0))
+  out = pretrain.summarize(jnp.float32(6.0), jnp.float32(3.0), sums)
   assert float(out["loss"]) == pytest.approx(2.0)
   assert float(out["l2r/loss"]) == pytest.approx(2.0)
   assert float(out["l2r/perplexity"]) == pytest.approx(np.exp(2.0), rel=1e-5)
@@ -74,30 +61,4 @@ def test_summary_reports_means_and_perplexity():
 
 def test_negative_weights_are_refused():
   with pytest.raises(ValueError, match="r2l_weight"):
-    objectives.loss_weights(r2l_weight=-1.0)
-
-
-@pytest.mark.parametrize("chunk", [4, 5, 16])  # divides the length, does not, exceeds it
-def test_chunked_cross_entropy_equals_plain_in_value_and_gradient(chunk):
-  import jax  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(7)
-  hidden = jnp.asarray(rng.normal(size=(2, 12, 8)), jnp.float32)
-  head = jnp.asarray(rng.normal(size=(8, 50)), jnp.float32)
-  targets = jnp.asarray(rng.integers(0, 50, (2, 12)), jnp.int32)
-  weights = jnp.asarray(rng.random((2, 12)), jnp.float32)
-
-  def loss(h, w, chunked):
-    if chunked:
-      ce, log_z, correct = objectives.chunked_token_cross_entropy(h, w, targets, chunk)
-    else:
-      ce, log_z, correct = objectives.token_cross_entropy(h @ w, targets)
-    return jnp.sum(ce * weights) + 1e-2 * jnp.sum(log_z ** 2), correct
-
-  (plain, plain_correct), plain_grads = jax.value_and_grad(loss, (0, 1), has_aux=True)(
-      hidden, head, False)
-  (chunked, chunked_correct), grads = jax.value_and_grad(loss, (0, 1), has_aux=True)(
-      hidden, head, True)
-  assert float(chunked) == pytest.approx(float(plain), rel=1e-6)
-  np.testing.assert_array_equal(np.asarray(chunked_correct), np.asarray(plain_correct))
-  for a, b in zip(grads, plain_grads):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    pretrain.loss_weights(r2l_weight=-1.0)

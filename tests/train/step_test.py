@@ -4,6 +4,7 @@ import pytest
 
 from batgpt_jax import parallel
 from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.objectives import pretrain
 from batgpt_jax.train import state as train_state
 from batgpt_jax.train import step as train_step
 
@@ -30,6 +31,10 @@ def synthetic_batch(seed: int, rows: int = 16, length: int = 24) -> dict:
           "directions": (np.arange(rows)[:, None] % 2 * np.ones((1, length))).astype(np.int32)}
 
 
+def _objective(cfg, z_loss, loss_chunk=0):
+  return pretrain.objective(cfg, loss_chunk, weights={"r2l_weight": 1.0, "z_loss": z_loss})
+
+
 def run_steps(shape, rules, n_steps=3, microbatches=1, seed=0):
   mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=shape))
   # Adam divides by sqrt(v) + eps: for a gradient near zero, float reduction-order noise (which
@@ -37,11 +42,11 @@ def run_steps(shape, rules, n_steps=3, microbatches=1, seed=0):
   opt = train_state.OptimizerConfig(learning_rate=1e-3, warmup_steps=1, eps=1e-6)
   tx = train_state.make_optimizer(opt, 10)
   state, shardings = train_state.create_state(CFG, tx, mesh, rules, seed=seed)
-  train, _ = train_step.jit_steps(CFG, tx, mesh, rules, shardings, microbatches=microbatches,
-                                  r2l_weight=1.0, z_loss=1e-4)
+  train, _ = train_step.jit_steps(_objective(CFG, z_loss=1e-4), tx, mesh, rules, shardings,
+                                  microbatches=microbatches)
   losses = []
   for i in range(n_steps):
-    state, metrics = train(state, parallel.global_batch(synthetic_batch(i), mesh, rules))
+    state, metrics = train(state, parallel.global_batch(synthetic_batch(i), mesh, rules), {})
     losses.append({k: float(v) for k, v in metrics.items()})
   return losses, jax.device_get(state)
 
@@ -91,11 +96,11 @@ def test_optimised_step_matches_the_plain_one_over_five_steps(reference):
   runs = []
   for cfg, chunk in ((CFG, 0), (ModelConfig(**{**CFG.to_dict(), "remat": "dots"}), 8)):
     state, shardings = train_state.create_state(cfg, tx, mesh, rules, seed=0)
-    train, _ = train_step.jit_steps(cfg, tx, mesh, rules, shardings, microbatches=1,
-                                    r2l_weight=1.0, z_loss=1e-4, loss_chunk=chunk)
+    train, _ = train_step.jit_steps(_objective(cfg, z_loss=1e-4, loss_chunk=chunk), tx, mesh,
+                                    rules, shardings, microbatches=1)
     losses = []
     for i in range(5):
-      state, metrics = train(state, parallel.global_batch(synthetic_batch(i), mesh, rules))
+      state, metrics = train(state, parallel.global_batch(synthetic_batch(i), mesh, rules), {})
       losses.append(float(metrics["loss"]))
     runs.append(losses)
   np.testing.assert_allclose(runs[1], runs[0], rtol=0, atol=1e-5)
@@ -108,13 +113,13 @@ def test_a_non_finite_step_is_skipped_and_leaves_the_state_untouched(reference, 
   tx = train_state.make_optimizer(train_state.OptimizerConfig(learning_rate=1e-3,
                                                               warmup_steps=1), 10)
   state, shardings = train_state.create_state(CFG, tx, mesh, rules, seed=0)
-  train, _ = train_step.jit_steps(CFG, tx, mesh, rules, shardings, microbatches=1,
-                                  r2l_weight=1.0, z_loss=0.0)
-  state, good = train(state, parallel.global_batch(synthetic_batch(0), mesh, rules))
+  train, _ = train_step.jit_steps(_objective(CFG, z_loss=0.0), tx, mesh, rules, shardings,
+                                  microbatches=1)
+  state, good = train(state, parallel.global_batch(synthetic_batch(0), mesh, rules), {})
   before = jax.device_get(state)
   bad = synthetic_batch(1)
   bad["loss_weights"][3, 5] = poison  # one token's weight: the loss and every gradient follow
-  state, skipped = train(state, parallel.global_batch(bad, mesh, rules))
+  state, skipped = train(state, parallel.global_batch(bad, mesh, rules), {})
   after = jax.device_get(state)
   assert int(good["skipped"]) == 0 and int(skipped["skipped"]) == 1
   assert not np.isfinite(float(skipped["loss"]))
@@ -122,7 +127,7 @@ def test_a_non_finite_step_is_skipped_and_leaves_the_state_untouched(reference, 
   for a, b in zip(jax.tree.leaves(before["params"]) + jax.tree.leaves(before["opt_state"]),
                   jax.tree.leaves(after["params"]) + jax.tree.leaves(after["opt_state"])):
     np.testing.assert_array_equal(a, b)
-  state, resumed = train(state, parallel.global_batch(synthetic_batch(2), mesh, rules))
+  state, resumed = train(state, parallel.global_batch(synthetic_batch(2), mesh, rules), {})
   assert int(resumed["skipped"]) == 0 and np.isfinite(float(resumed["loss"]))
   moved = jax.device_get(state["params"])
   assert any(not np.array_equal(a, b) for a, b in

@@ -1,15 +1,17 @@
-"""Masked token cross-entropy, z-loss, and the bidirectional loss with per-direction metrics.
+"""Bidirectional pretraining: next-token loss on L2R and R2L documents, with per-direction metrics.
 
-Losses are returned as *sums* with their token counts, so microbatches, devices and hosts can be
-added up first and divided once: the mean over the whole global batch is then exact, whatever the
-split. `directions` marks each token 0 (L2R) or 1 (R2L); `loss_weights` is 1 where a target exists.
+`directions` marks each token 0 (L2R) or 1 (R2L); `loss_weights` is 1 where a target exists.
+The R2L share of the loss (`loss_weights.r2l_weight`) and the z-loss come from gin. Held-out
+batches are scored with both directions weighted 1 and no z-loss, so eval numbers do not move
+when the training mix does.
 """
 
 import gin
-import jax
 import jax.numpy as jnp
 
-from batgpt_jax import parallel
+from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.objectives import tokens
+from batgpt_jax.objectives.contract import Objective, group_means
 
 DIRECTIONS = ("l2r", "r2l")
 
@@ -20,42 +22,6 @@ def loss_weights(r2l_weight: float = 1.0, z_loss: float = 0.0) -> dict[str, floa
   if r2l_weight < 0 or z_loss < 0:
     raise ValueError(f"loss_weights.r2l_weight={r2l_weight} and z_loss={z_loss} must be >= 0")
   return {"r2l_weight": float(r2l_weight), "z_loss": float(z_loss)}
-
-
-def token_cross_entropy(logits, targets):
-  """logits [batch, length, vocab] float32, targets [batch, length] -> (ce, log_z, correct)."""
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  correct = jnp.argmax(logits, axis=-1) == targets
-  return log_z - target_logit, log_z, correct
-
-
-def chunked_token_cross_entropy(hidden, lm_head, targets, chunk: int):
-  """`token_cross_entropy(hidden @ lm_head, targets)` without the [batch, length, vocab] logits.
-
-  hidden [batch, length, embed] (compute dtype), lm_head [embed, vocab]. The sequence is cut into
-  chunks of `chunk` positions; each chunk's float32 logits live only inside a rematerialised scan
-  step, so the backward pass recomputes them instead of keeping all of them.
-  """
-  batch, length, _ = hidden.shape
-  n = -(-length // chunk)
-  pad = n * chunk - length
-  if pad:
-    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-    targets = jnp.pad(targets, ((0, 0), (0, pad)))
-  # [n, batch, chunk, ...]: scan over chunks, keeping the batch axis (and its sharding) whole.
-  hidden = hidden.reshape(batch, n, chunk, -1).swapaxes(0, 1)
-  targets = targets.reshape(batch, n, chunk).swapaxes(0, 1)
-
-  @jax.checkpoint
-  def one_chunk(h, t):
-    logits = jnp.einsum("bcd,dv->bcv", h, lm_head.astype(h.dtype),
-                        preferred_element_type=jnp.float32)
-    logits = parallel.constrain(logits, ("batch", "length", "vocab"))
-    return token_cross_entropy(logits, t)
-
-  outs = jax.lax.map(lambda args: one_chunk(*args), (hidden, targets))
-  return tuple(o.swapaxes(0, 1).reshape(batch, n * chunk)[:, :length] for o in outs)
 
 
 def bidirectional_sums(ce, log_z, correct, batch, r2l_weight: float, z_loss: float):
@@ -74,17 +40,29 @@ def bidirectional_sums(ce, log_z, correct, batch, r2l_weight: float, z_loss: flo
   return loss_sum, jnp.sum(dir_weight), sums
 
 
-def summarize(sums: dict, loss_sum, weight_total) -> dict:
+def summarize(loss_sum, weight_total, sums: dict) -> dict:
   """Metric sums -> the reported means: loss, and per direction loss, accuracy, perplexity."""
   out = {"loss": loss_sum / jnp.maximum(weight_total, 1e-9)}
-  total = 0.0
-  for name in DIRECTIONS:
-    tokens = sums[f"{name}/tokens"]
-    total = total + tokens
-    mean = sums[f"{name}/loss_sum"] / jnp.maximum(tokens, 1.0)
-    out[f"{name}/loss"] = mean
-    out[f"{name}/accuracy"] = sums[f"{name}/correct"] / jnp.maximum(tokens, 1.0)
-    out[f"{name}/perplexity"] = jnp.exp(jnp.minimum(mean, 50.0))
-    out[f"{name}/tokens"] = tokens
+  out.update(group_means(sums, DIRECTIONS))
+  total = sums["l2r/tokens"] + sums["r2l/tokens"]
   out["z_loss"] = sums["z_sum"] / jnp.maximum(total, 1.0)
   return out
+
+
+def objective(model_cfg: ModelConfig, loss_chunk: int = 0,
+              weights: dict | None = None) -> Objective:
+  """The BatGPT pretraining objective over batches from `data.pipeline.train_batches`.
+
+  `weights` ({'r2l_weight', 'z_loss'}) defaults to gin's `loss_weights`.
+  """
+  weights = loss_weights() if weights is None else loss_weights(**weights)
+
+  def sums_with(params, batch, r2l_weight, z_loss):
+    ce, log_z, correct = tokens.token_terms(params, batch, model_cfg, loss_chunk)
+    return bidirectional_sums(ce, log_z, correct, batch, r2l_weight, z_loss)
+
+  return Objective(
+      name="pretrain",
+      loss=lambda params, batch, frozen: sums_with(params, batch, **weights),
+      eval_loss=lambda params, batch, frozen: sums_with(params, batch, 1.0, 0.0),
+      summarize=summarize)

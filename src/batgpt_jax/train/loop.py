@@ -1,4 +1,9 @@
-"""The training loop: data, steps, eval, metrics, checkpoints, preemption and non-finite steps."""
+"""The one training loop, for every objective: data, steps, eval, metrics, checkpoints, faults.
+
+`TrainConfig.objective` names the loss (objectives/); the loop around it is the same for
+pretraining and instruction tuning. A run resumes from its own newest checkpoint; a new run may
+start from another run's parameters (`TrainConfig.init_from`) with a fresh optimizer at step 0.
+"""
 
 import dataclasses
 import logging
@@ -11,6 +16,7 @@ import numpy as np
 from batgpt_jax import checkpoints, objectives, parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.model import config as model_config
+from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import faults, metrics, state as train_state, step as train_step
 
@@ -34,8 +40,12 @@ class TrainConfig:
   keep_checkpoints: int = 3
   async_checkpoint: bool = True
   max_bad_steps: int = 10  # stop after this many non-finite steps in a row (0: never stop)
+  objective: str = "pretrain"  # a name in objectives.OBJECTIVES: 'pretrain' | 'sft'
+  init_from: str | None = None  # a run, checkpoints or step dir whose parameters start this run
 
   def __post_init__(self):
+    if self.objective not in objectives.OBJECTIVES:
+      objectives.build(self.objective, None)  # raises, naming the valid objectives
     if self.global_batch % self.microbatches:
       raise ValueError(f"TrainConfig.global_batch={self.global_batch} is not divisible by "
                        f"microbatches={self.microbatches}; choose a divisor of the batch.")
@@ -49,13 +59,35 @@ def _check_vocabulary(vocab, model_cfg: ModelConfig) -> None:
         f"ModelConfig.vocab_size >= {vocab.vocab_size} or use a smaller tokenizer.")
 
 
-def evaluate(eval_fn, params, batches, mesh, rules) -> dict:
+def evaluate(eval_fn, objective, params, batches, mesh, rules, frozen=None) -> dict:
   total = None
   for local in batches:
-    sums = eval_fn(params, parallel.global_batch(local, mesh, rules))
+    sums = eval_fn(params, parallel.global_batch(local, mesh, rules), frozen or {})
     total = sums if total is None else jax.tree.map(np.add, total, sums)
   total = metrics.to_host(total)
-  return metrics.to_host(objectives.summarize(total, total["loss_sum"], total["weight_total"]))
+  loss_sum, weight_total = total.pop("loss_sum"), total.pop("weight_total")
+  return metrics.to_host(objective.summarize(loss_sum, weight_total, total))
+
+
+def initial_params(source: str, model_cfg: ModelConfig, shardings: dict) -> dict:
+  """The parameters of another run's (or an imported) checkpoint, for `TrainConfig.init_from`.
+
+  Refused, naming every parameter that differs, when the shapes are not this model's.
+  """
+  directory, step = checkpoints.find_step(source)
+  saved_cfg, _ = checkpoints.read_config(directory, step)
+  diffs = checkpoints.shape_differences(checkpoints.param_shapes(directory, step),
+                                        transformer.abstract_params(model_cfg))
+  if diffs:
+    raise checkpoints.CheckpointMismatchError(
+        f"TrainConfig.init_from={source!r} ({directory}/{step}) holds parameters of another "
+        f"shape:\n  " + "\n  ".join(diffs[:20])
+        + "\nUse the model gin file it was trained with (its model: "
+          f"{model_config.describe(saved_cfg)}), or `batgpt grow` it to this size first.")
+  params = checkpoints.read_params(directory, step, shardings)
+  metrics.log_console(f"Initialised the parameters from {directory}/{step} (fresh optimizer, "
+                      "step 0)")
+  return params
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfig,
@@ -69,7 +101,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
   mesh = parallel.mesh_from_config(mesh_cfg)
   parallel.log_mesh(mesh)
   metrics.log_console(f"Model: {model_config.describe(model_cfg)}")
-  weights = objectives.loss_weights()
+  objective = objectives.build(cfg.objective, model_cfg, cfg.loss_chunk)
 
   vocab = pipeline.vocabulary_for(data_cfg)
   _check_vocabulary(vocab, model_cfg)
@@ -82,7 +114,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
                              keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
   restored = checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, gin_text)
   if restored is None:
-    state, _ = train_state.create_state(model_cfg, tx, mesh, rules, cfg.seed)
+    params = (initial_params(cfg.init_from, model_cfg, shardings["params"]) if cfg.init_from
+              else None)
+    state = train_state.create_state(model_cfg, tx, mesh, rules, cfg.seed, params=params)[0]
     position, skipped_before = 0, 0
     metrics.log_console(f"Starting from step 0 in {cfg.run_dir}")
   else:
@@ -91,9 +125,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
     metrics.log_console(f"Resumed from checkpoint step {restored.step} (data position "
                         f"{position}) in {cfg.run_dir}")
 
-  train_fn, eval_fn = train_step.jit_steps(
-      model_cfg, tx, mesh, rules, shardings, microbatches=cfg.microbatches,
-      loss_chunk=cfg.loss_chunk, **weights)
+  train_fn, eval_fn = train_step.jit_steps(objective, tx, mesh, rules, shardings,
+                                           microbatches=cfg.microbatches)
   step = int(jax.device_get(state["step"]))
   if step >= cfg.steps:
     metrics.log_console(f"Training already reached TrainConfig.steps={cfg.steps}; raise it "
@@ -107,7 +140,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
   writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"),
                           os.path.join(cfg.run_dir, "metrics.jsonl"))
   throughput = metrics.Throughput(cfg.global_batch * cfg.seq_len, cfg.steps,
-                                  metrics.train_flops_per_token(model_cfg, cfg.seq_len))
+                                  metrics.train_flops_per_token(model_cfg, cfg.seq_len),
+                                  metrics.peak_flops(mesh.devices.flat[0], mesh.size))
   stop = faults.StopAgreement()
   bad_steps = faults.NonFiniteSteps(cfg.max_bad_steps, skipped_before)
   history = []
@@ -120,7 +154,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
 
   try:
     while step < cfg.steps:
-      state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules))
+      state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules), {})
       step, position = step + 1, position + 1
       bad_steps.observe(step, step_metrics["skipped"])
       if not compiled:
@@ -141,7 +175,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
           eval_set = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
                                            global_batch=cfg.global_batch,
                                            num_batches=cfg.eval_batches)
-        values = evaluate(eval_fn, state["params"], eval_set, mesh, rules)
+        values = evaluate(eval_fn, objective, state["params"], eval_set, mesh, rules)
         metrics.log_console(metrics.eval_line(step, values))
         writer.scalars(step, values, prefix="eval/")
         history.append({"step": step, "kind": "eval", **values})
@@ -183,11 +217,11 @@ def evaluate_checkpoint(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipe
   if restored is None:
     raise FileNotFoundError(f"No checkpoint in {directory}: train first, or set "
                             "TrainConfig.run_dir to the run to evaluate.")
-  _, eval_fn = train_step.jit_steps(model_cfg, tx, mesh, rules, shardings,
-                                    microbatches=cfg.microbatches, loss_chunk=cfg.loss_chunk,
-                                    **objectives.loss_weights())
+  objective = objectives.build(cfg.objective, model_cfg, cfg.loss_chunk)
+  _, eval_fn = train_step.jit_steps(objective, tx, mesh, rules, shardings,
+                                    microbatches=cfg.microbatches)
   batches = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
                                   global_batch=cfg.global_batch, num_batches=cfg.eval_batches)
-  values = evaluate(eval_fn, restored.state["params"], batches, mesh, rules)
+  values = evaluate(eval_fn, objective, restored.state["params"], batches, mesh, rules)
   metrics.log_console(metrics.eval_line(restored.step, values))
   return {"step": restored.step, **values}

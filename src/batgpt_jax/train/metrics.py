@@ -58,6 +58,17 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5, dtype="float32") -> 
   return 2 * size**3 / best
 
 
+def peak_flops(device, num_devices: int) -> float:
+  """The MFU denominator of a mesh: spec sheets on accelerators, a measured matmul on CPU.
+
+  Fake CPU devices share the host's cores, so the CPU figure is the host's, not per device.
+  """
+  spec = spec_peak_flops(device)
+  if spec:
+    return spec * num_devices
+  return measure_matmul_peak(size=1024, repeats=3)
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
@@ -127,27 +138,31 @@ class Throughput:
     return out
 
 
+def _groups(values: dict) -> list[str]:
+  """The metric groups that saw tokens (`l2r`, `r2l`, `reply`, ...), in the objective's order."""
+  return [key[:-len("/tokens")] for key, count in values.items()
+          if key.endswith("/tokens") and count > 0]
+
+
 def progress_line(step: int, total: int, train: dict, perf: dict) -> str:
   parts = [f"step {step}/{total}", f"loss {train['loss']:.3f}"]
-  if train.get("l2r/tokens", 0) > 0:
-    parts.append(f"L2R {train['l2r/loss']:.3f}")
-  if train.get("r2l/tokens", 0) > 0:
-    parts.append(f"R2L {train['r2l/loss']:.3f}")
+  parts += [f"{group.upper()} {train[f'{group}/loss']:.3f}" for group in _groups(train)]
   parts.append(f"lr {train.get('learning_rate', float('nan')):.2e}")
   if train.get("skipped_steps"):
     parts.append(f"skipped {train['skipped_steps']:.0f}")
   if perf:
     parts.append(f"{perf['perf/tokens_per_second']:,.0f} tok/s")
+    if "perf/mfu" in perf:
+      parts.append(f"MFU {perf['perf/mfu']:.1%}")
     parts.append(f"ETA {_format_duration(perf['perf/eta_seconds'])}")
   return " | ".join(parts)
 
 
 def eval_line(step: int, values: dict) -> str:
   parts = [f"eval @ {step}"]
-  for name in ("l2r", "r2l"):
-    if values.get(f"{name}/tokens", 0) > 0:
-      parts.append(f"{name.upper()} loss {values[f'{name}/loss']:.3f} "
-                   f"ppl {values[f'{name}/perplexity']:.1f} acc {values[f'{name}/accuracy']:.3f}")
+  for group in _groups(values):
+    parts.append(f"{group.upper()} loss {values[f'{group}/loss']:.3f} "
+                 f"ppl {values[f'{group}/perplexity']:.1f} acc {values[f'{group}/accuracy']:.3f}")
   return " | ".join(parts)
 
 

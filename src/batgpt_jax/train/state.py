@@ -79,8 +79,18 @@ def _fresh_state(cfg: ModelConfig, tx, seed: int) -> dict:
   return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
 
-def create_state(cfg: ModelConfig, tx, mesh: Mesh, rules, seed: int) -> tuple[dict, dict]:
-  """(state, shardings): a fresh state, each array created directly in its sharding."""
+def create_state(cfg: ModelConfig, tx, mesh: Mesh, rules, seed: int,
+                 params: dict | None = None) -> tuple[dict, dict]:
+  """(state, shardings): a fresh state, each array created directly in its sharding.
+
+  With `params` (already placed, e.g. read for `TrainConfig.init_from`) only the step and the
+  optimizer state are new.
+  """
   shardings = state_shardings(cfg, tx, mesh, rules, abstract_state(cfg, tx))
-  state = jax.jit(lambda: _fresh_state(cfg, tx, seed), out_shardings=shardings)()
+  if params is None:
+    state = jax.jit(lambda: _fresh_state(cfg, tx, seed), out_shardings=shardings)()
+  else:
+    state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
+                               "opt_state": tx.init(p)},
+                    in_shardings=(shardings["params"],), out_shardings=shardings)(params)
   return state, shardings

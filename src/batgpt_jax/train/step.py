@@ -1,4 +1,10 @@
-"""Pure `train_step` and `eval_step`; `jit_steps` compiles them with shardings and donation."""
+"""The one training step, generic over an objective; `jit_steps` compiles it with shardings.
+
+`train_step` accumulates the objective's summed loss and gradients over microbatches, divides once
+by the summed weight (the exact global mean), clips and applies the optimizer, and keeps the old
+state when the loss or the gradient norm is not finite. `frozen` carries the parameter trees of
+frozen roles (reference, reward) into the objective; they get no gradient and no optimizer state.
+"""
 
 import functools
 
@@ -6,28 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from batgpt_jax import objectives, parallel
-from batgpt_jax.model import transformer
-from batgpt_jax.model.config import ModelConfig
-
-
-def _token_terms(params, batch, cfg: ModelConfig, loss_chunk: int):
-  """Per-token (cross-entropy, log Z, correct), [batch, length] each."""
-  args = (batch["tokens"], batch["positions"], batch["segment_ids"])
-  if loss_chunk:
-    hidden = transformer.apply(cfg, params, *args, method="hidden_states")
-    return objectives.chunked_token_cross_entropy(hidden, params["lm_head"], batch["targets"],
-                                                  loss_chunk)
-  logits = transformer.apply(cfg, params, *args)  # [batch, length, vocab] float32
-  return objectives.token_cross_entropy(logits, batch["targets"])
-
-
-def _loss_sums(params, batch, cfg: ModelConfig, r2l_weight: float, z_loss: float,
-               loss_chunk: int = 0):
-  ce, log_z, correct = _token_terms(params, batch, cfg, loss_chunk)
-  loss_sum, weight_total, sums = objectives.bidirectional_sums(
-      ce, log_z, correct, batch, r2l_weight, z_loss)
-  return loss_sum, (weight_total, sums)
+from batgpt_jax import parallel
+from batgpt_jax.objectives.contract import Objective
 
 
 def _split_microbatches(batch, n: int):
@@ -38,11 +24,17 @@ def _split_microbatches(batch, n: int):
   return jax.tree.map(split, batch)
 
 
-def train_step(state, batch, *, cfg: ModelConfig, tx, microbatches: int, r2l_weight: float,
-               z_loss: float, loss_chunk: int = 0):
+def _value_and_aux(loss_fn):
+  def fn(params, batch, frozen):
+    loss_sum, weight_total, sums = loss_fn(params, batch, frozen)
+    return loss_sum, (weight_total, sums)
+  return fn
+
+
+def train_step(state, batch, frozen, *, objective: Objective, tx, microbatches: int):
   """One optimizer update on a global batch, accumulating gradients over `microbatches`."""
-  grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)
-  grad_of = lambda micro: grad_fn(state["params"], micro, cfg, r2l_weight, z_loss, loss_chunk)
+  grad_fn = jax.value_and_grad(_value_and_aux(objective.loss), has_aux=True)
+  grad_of = lambda micro: grad_fn(state["params"], micro, frozen)
   micro = _split_microbatches(batch, microbatches)
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                        jax.eval_shape(grad_of, jax.tree.map(lambda x: x[0], micro)))
@@ -53,7 +45,7 @@ def train_step(state, batch, *, cfg: ModelConfig, tx, microbatches: int, r2l_wei
   grads = jax.tree.map(lambda g: g / jnp.maximum(weight_total, 1e-9), grads)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = objectives.summarize(sums, loss_sum, weight_total)
+  metrics = objective.summarize(loss_sum, weight_total, sums)
   metrics["grad_norm"] = optax.global_norm(grads)
   # A NaN or Inf loss or gradient skips the update: parameters and optimizer state are kept.
   finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
@@ -64,15 +56,20 @@ def train_step(state, batch, *, cfg: ModelConfig, tx, microbatches: int, r2l_wei
           "opt_state": keep_if_bad(opt_state, state["opt_state"])}, metrics
 
 
-def eval_step(params, batch, *, cfg: ModelConfig, loss_chunk: int = 0):
-  """Metric sums on one batch (L2R and R2L counted apart); the loop adds them over batches."""
-  loss_sum, (weight_total, sums) = _loss_sums(params, batch, cfg, 1.0, 0.0, loss_chunk)
+def eval_step(params, batch, frozen, *, objective: Objective):
+  """The objective's held-out metric sums on one batch; the loop adds them over batches."""
+  loss_sum, weight_total, sums = objective.eval_loss(params, batch, frozen)
   return dict(sums, loss_sum=loss_sum, weight_total=weight_total)
 
 
-def jit_steps(cfg: ModelConfig, tx, mesh, rules, shardings, *, microbatches: int,
-              r2l_weight: float, z_loss: float, loss_chunk: int = 0):
-  """(train_step, eval_step), jitted: state donated, shardings fixed, activations constrained."""
+def jit_steps(objective: Objective, tx, mesh, rules, shardings, *, microbatches: int,
+              frozen_shardings=None):
+  """(train_step, eval_step), jitted: state donated, shardings fixed, activations constrained.
+
+  Called as `train(state, batch, frozen)` and `evaluate(params, batch, frozen)`; `frozen` is a
+  dict of parameter trees placed in `frozen_shardings` (empty for pretraining and SFT).
+  """
+  frozen_shardings = frozen_shardings or {}
 
   def traced(fn):
     @functools.wraps(fn)
@@ -82,9 +79,10 @@ def jit_steps(cfg: ModelConfig, tx, mesh, rules, shardings, *, microbatches: int
     return wrapped
 
   train = jax.jit(
-      traced(functools.partial(train_step, cfg=cfg, tx=tx, microbatches=microbatches,
-                               r2l_weight=r2l_weight, z_loss=z_loss, loss_chunk=loss_chunk)),
-      in_shardings=(shardings, None), out_shardings=(shardings, None), donate_argnums=(0,))
-  evaluate = jax.jit(traced(functools.partial(eval_step, cfg=cfg, loss_chunk=loss_chunk)),
-                     in_shardings=(shardings["params"], None))
+      traced(functools.partial(train_step, objective=objective, tx=tx,
+                               microbatches=microbatches)),
+      in_shardings=(shardings, None, frozen_shardings), out_shardings=(shardings, None),
+      donate_argnums=(0,))
+  evaluate = jax.jit(traced(functools.partial(eval_step, objective=objective)),
+                     in_shardings=(shardings["params"], None, frozen_shardings))
   return train, evaluate

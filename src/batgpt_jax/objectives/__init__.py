@@ -1,0 +1,26 @@
+"""Training objectives behind one contract (`contract.py`), chosen by name in gin.
+
+`TrainConfig.objective = 'pretrain'` (bidirectional, the default) or `'sft'` (instruction
+tuning). A new algorithm is a new module here with an `objective(model_cfg, loss_chunk)` builder
+and a line in `OBJECTIVES`; the step, the loop, the sharding and the checkpoints are shared.
+"""
+
+import difflib
+
+from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.objectives import pretrain, sft
+from batgpt_jax.objectives.contract import Objective
+
+OBJECTIVES = {
+    "pretrain": pretrain.objective,
+    "sft": sft.objective,
+}
+
+
+def build(name: str, model_cfg: ModelConfig, loss_chunk: int = 0) -> Objective:
+  if name not in OBJECTIVES:
+    close = difflib.get_close_matches(name, list(OBJECTIVES), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"TrainConfig.objective={name!r} is not an objective; expected one of "
+                     f"{sorted(OBJECTIVES)}.{hint}")
+  return OBJECTIVES[name](model_cfg, loss_chunk)

@@ -1,5 +1,9 @@
 """`alembic upgrade head` on empty SQLite and PostgreSQL, and the schema it makes is the models'."""
 
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import sqlalchemy as sa
 from alembic import autogenerate
@@ -50,4 +54,18 @@ def test_serving_an_unmigrated_database_says_what_to_run(tmp_path):
   engine = db.make_engine(str(tmp_path / "new.db"))
   with pytest.raises(SystemExit, match="init-db"):
     migrate.require_head(engine)
+  engine.dispose()
+
+
+def test_alembic_command_line_upgrade_head(empty_db):
+  """The shipped alembic.ini: `alembic -c .../alembic.ini -x db=URL upgrade head`."""
+  ini = pathlib.Path(migrate.__file__).with_name("alembic.ini")
+  for verb in (["upgrade", "head"], ["current"]):
+    done = subprocess.run([sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"db={empty_db}",
+                           *verb], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+  assert "0001 (head)" in done.stdout
+  engine = db.make_engine(empty_db)
+  assert migrate.current_revision(engine) == "0001"
+  assert "judgments" in sa.inspect(engine).get_table_names()
   engine.dispose()

@@ -29,6 +29,7 @@ setuptools.setup(
     package_dir={"": "src"},
     packages=setuptools.find_packages("src"),
     package_data={"batgpt_jax": ["data/corpus/*.txt.gz", "gin/*.gin", "gin/*/*.gin",
+                                 "data/instructions/*.jsonl.gz",  # the default instruction set
                                  # the annotation app's pages and its Alembic migrations
                                  "annotate/templates/*.html", "annotate/static/*",
                                  "annotate/alembic.ini", "annotate/migrations/*.py",

@@ -9,6 +9,12 @@ batch-sharded global array). So batch k is a function of (config, k) alone: the 
 4 hosts, and a run resumed on another process count sees exactly the batches it would have seen.
 Resuming at data position k skips k batches; that still reads and packs them (no model work):
 expect it to take k * rows * seq_len / (pipeline tokens/s).
+
+Instruction data (tasks.ChatJsonl, tasks.DefaultInstructions) walks the same way, L2R only, with
+its per-token loss mask packed beside the tokens; `seq_len` (TrainConfig.seq_len) reaches the
+task, which fits each conversation into one row (data/chat.py), so a conversation is never
+split across rows. Its batches have the same keys; loss_weights is 1 only where the next token
+is part of an assistant reply.
 """
 
 import dataclasses
@@ -45,6 +51,14 @@ class DataConfig:
     if self.direction_mode not in preprocessors.DIRECTION_MODES:
       raise ValueError(f"DataConfig.direction_mode={self.direction_mode!r}; expected one of "
                        f"{preprocessors.DIRECTION_MODES}.")
+    chat_sources = [s for s, _ in self.sources if isinstance(s, tasks.INSTRUCTION_SOURCES)]
+    if chat_sources and self.direction_mode != "l2r":
+      # Chat is read and generated left to right: an R2L conversation would teach replies that
+      # come before their questions. Refused rather than forced: the default is 'both', and a
+      # run that silently trained on another mode than its config says is harder to debug.
+      raise ValueError(f"DataConfig.direction_mode={self.direction_mode!r} with instruction "
+                       f"data {chat_sources}; instruction data is L2R only. Set "
+                       "DataConfig.direction_mode = 'l2r'.")
     if self.shards < 0:
       raise ValueError(f"DataConfig.shards={self.shards}; use 0 (one per global-batch row) or a "
                        "positive divisor of TrainConfig.global_batch.")
@@ -93,7 +107,7 @@ def shard_layout(cfg: DataConfig, global_batch: int, process_index: int | None =
 
 def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle: bool,
                  seq_len: int, shard: int, num_shards: int) -> Iterator[dict[str, np.ndarray]]:
-  name = tasks.register_mixture(cfg.sources, vocabulary)
+  name = tasks.register_mixture(cfg.sources, vocabulary, seq_len=seq_len)
   documents = seqio.get_mixture_or_task(name).get_dataset(
       sequence_length=None, split=split, shuffle=False, seed=cfg.seed + shard,
       shard_info=seqio.ShardInfo(index=shard, num_shards=num_shards), num_epochs=None,

@@ -8,6 +8,12 @@ with <r2l>, are still counted as R2L after packing.
 Packing is best-fit over a few open rows, in numpy (fast and easy to reason about), reading
 documents from a tf.data pipeline. A document longer than a row is cut into row-sized chunks,
 each its own segment; no other document is ever split.
+
+Per-token fields. Any feature of a document besides 'targets' and 'direction' (instruction data
+has 'loss_mask', one int per target) is carried along: the direction token gets 0, an R2L
+document's field is reversed like its tokens, and packing lays it out beside the tokens (0 in
+padding). make_targets turns 'loss_mask' into loss_weights. Documents without such fields give
+exactly the rows they gave before fields were carried.
 """
 
 from typing import Iterable, Iterator
@@ -23,12 +29,24 @@ _OPEN_ROWS = 8  # rows kept open for best-fit packing: more fill rows better but
 _DOCS_PER_READ = 256
 
 
-def _with_direction(tokens: tf.Tensor, direction: int, l2r_id: int, r2l_id: int) -> dict:
+def _directed(values: tf.Tensor, direction: int, first) -> tf.Tensor:
+  """[first] + values (L2R), or [first] + values reversed with the last (EOS) kept last (R2L)."""
   if direction == L2R:
-    targets = tf.concat([[l2r_id], tokens], axis=0)
-  else:
-    targets = tf.concat([[r2l_id], tf.reverse(tokens[:-1], axis=[0]), tokens[-1:]], axis=0)
-  return {"targets": targets, "direction": tf.constant(direction, tf.int32)}
+    return tf.concat([[first], values], axis=0)
+  return tf.concat([[first], tf.reverse(values[:-1], axis=[0]), values[-1:]], axis=0)
+
+
+def _with_direction(tokens: tf.Tensor, fields: dict, direction: int, l2r_id: int,
+                    r2l_id: int) -> dict:
+  out = {name: _directed(values, direction, tf.zeros((), values.dtype))
+         for name, values in fields.items()}  # per-token fields: 0 under the direction token
+  out.update(targets=_directed(tokens, direction, l2r_id if direction == L2R else r2l_id),
+             direction=tf.constant(direction, tf.int32))
+  return out
+
+
+def _per_token_fields(example: dict) -> dict:
+  return {name: values for name, values in example.items() if name != "targets"}
 
 
 def _checked_tokens(example: dict) -> tf.Tensor:
@@ -51,56 +69,71 @@ def assign_directions(dataset: tf.data.Dataset, *, mode: str, seed: int, l2r_id:
   if mode not in DIRECTION_MODES:
     raise ValueError(f"direction mode {mode!r}; expected one of {DIRECTION_MODES}.")
   if mode == "l2r":
-    return dataset.map(lambda ex: _with_direction(_checked_tokens(ex), L2R, l2r_id, r2l_id),
+    return dataset.map(lambda ex: _with_direction(_checked_tokens(ex), _per_token_fields(ex), L2R,
+                                                  l2r_id, r2l_id),
                        num_parallel_calls=tf.data.AUTOTUNE)
   if mode == "both":
     def both(example):
-      tokens = _checked_tokens(example)
-      return tf.data.Dataset.from_tensors(_with_direction(tokens, L2R, l2r_id, r2l_id)).concatenate(
-          tf.data.Dataset.from_tensors(_with_direction(tokens, R2L, l2r_id, r2l_id)))
+      tokens, fields = _checked_tokens(example), _per_token_fields(example)
+      return tf.data.Dataset.from_tensors(
+          _with_direction(tokens, fields, L2R, l2r_id, r2l_id)).concatenate(
+              tf.data.Dataset.from_tensors(_with_direction(tokens, fields, R2L, l2r_id, r2l_id)))
     return dataset.flat_map(both)
 
   key = [seed % (1 << 64), 0x62617467707400]  # the hash key: the seed and a fixed salt
 
   def sample(example):
-    tokens = _checked_tokens(example)
+    tokens, fields = _checked_tokens(example), _per_token_fields(example)
     bucket = tf.strings.to_hash_bucket_strong(tf.io.serialize_tensor(tokens), 2, key=key)
     return tf.cond(bucket == R2L,
-                   lambda: _with_direction(tokens, R2L, l2r_id, r2l_id),
-                   lambda: _with_direction(tokens, L2R, l2r_id, r2l_id))
+                   lambda: _with_direction(tokens, fields, R2L, l2r_id, r2l_id),
+                   lambda: _with_direction(tokens, fields, L2R, l2r_id, r2l_id))
   return dataset.map(sample, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _chunks(tokens: np.ndarray, seq_len: int) -> Iterator[np.ndarray]:
-  for start in range(0, len(tokens), seq_len):
-    yield tokens[start:start + seq_len]
-
-
 def _new_row() -> dict:
-  return {"pieces": [], "used": 0}
+  return {"pieces": [], "fields": [], "used": 0}
 
 
 def _finish_row(row: dict, seq_len: int, with_directions: bool) -> dict[str, np.ndarray]:
   out = {name: np.zeros(seq_len, np.int32) for name in ("tokens", "segment_ids", "positions")}
   if with_directions:
     out["directions"] = np.zeros(seq_len, np.int32)
+  fields = row.get("fields") or [{}] * len(row["pieces"])  # per piece: name -> [len(piece)]
+  for name, values in fields[0].items() if fields else ():
+    out[name] = np.zeros(seq_len, values.dtype)
   start = 0
-  for segment, (piece, direction) in enumerate(row["pieces"], start=1):
+  for segment, ((piece, direction), piece_fields) in enumerate(zip(row["pieces"], fields),
+                                                               start=1):
     end = start + len(piece)
     out["tokens"][start:end] = piece
     out["segment_ids"][start:end] = segment
     out["positions"][start:end] = np.arange(len(piece), dtype=np.int32)
     if with_directions:
       out["directions"][start:end] = direction
+    for name, values in piece_fields.items():
+      out[name][start:end] = values
     start = end
   return out
 
 
-def pack_documents(documents: Iterable[dict], seq_len: int) -> Iterator[dict[str, np.ndarray]]:
-  """Numpy best-fit packing of documents ({'targets': [n]} and optionally 'direction').
+def _fields_of(doc: dict, length: int) -> dict[str, np.ndarray]:
+  fields = {name: np.asarray(values) for name, values in doc.items()
+            if name not in ("targets", "direction")}
+  for name, values in fields.items():
+    if values.shape != (length,):
+      raise ValueError(f"Per-token field {name!r} has shape {values.shape}; packing expects one "
+                       f"value per target token, shape ({length},).")
+  return fields
 
-  Yields rows {tokens, segment_ids, positions (, directions)}, each int32 [seq_len]; segment ids
-  run 1..k in a row and 0 marks padding; positions restart at 0 in every segment.
+
+def pack_documents(documents: Iterable[dict], seq_len: int) -> Iterator[dict[str, np.ndarray]]:
+  """Numpy best-fit packing of documents ({'targets': [n]}, optionally 'direction' and per-token
+  fields such as 'loss_mask': [n]).
+
+  Yields rows {tokens, segment_ids, positions (, directions) (, each per-token field)}, each
+  [seq_len]; segment ids run 1..k in a row and 0 marks padding (where fields are 0 too);
+  positions restart at 0 in every segment.
   """
   if seq_len < 2:
     raise ValueError(f"seq_len={seq_len}; packed rows need at least 2 tokens.")
@@ -111,7 +144,9 @@ def pack_documents(documents: Iterable[dict], seq_len: int) -> Iterator[dict[str
       with_directions = "direction" in doc
     tokens = np.asarray(doc["targets"], np.int32)
     direction = int(doc.get("direction", L2R))
-    for chunk in _chunks(tokens, seq_len):
+    fields = _fields_of(doc, len(tokens))
+    for start in range(0, len(tokens), seq_len):
+      chunk = tokens[start:start + seq_len]
       fits = [(seq_len - r["used"], i) for i, r in enumerate(rows)
               if seq_len - r["used"] >= len(chunk)]
       if fits:
@@ -123,6 +158,8 @@ def pack_documents(documents: Iterable[dict], seq_len: int) -> Iterator[dict[str
         rows.append(_new_row())
         i = len(rows) - 1
       rows[i]["pieces"].append((chunk, direction))
+      rows[i]["fields"].append({name: values[start:start + seq_len]
+                                for name, values in fields.items()})
       rows[i]["used"] += len(chunk)
       if rows[i]["used"] == seq_len:
         yield _finish_row(rows.pop(i), seq_len, with_directions)
@@ -152,16 +189,22 @@ def make_targets(packed: dict[str, np.ndarray], r2l_id: int) -> dict[str, np.nda
   """Adds next-token targets, loss_weights and directions to packed rows ([..., L] arrays).
 
   targets[i] = tokens[i+1] where i+1 is in the same segment, else 0; loss_weights is 1.0 exactly
-  there. directions (1 = R2L) is kept if packing carried it, else a segment is R2L when its
-  first token is r2l_id. Padding has target 0, weight 0 and direction 0.
+  there. With a 'loss_mask' (instruction data), position i is a target only when, besides,
+  loss_mask[i+1] is 1 (token i+1 is part of an assistant reply); the mask itself is not passed
+  on. directions (1 = R2L) is kept if packing carried it, else a segment is R2L when its first
+  token is r2l_id. Padding has target 0, weight 0 and direction 0.
   """
   tokens = np.asarray(packed["tokens"], np.int32)
   segments = np.asarray(packed["segment_ids"], np.int32)
   same = np.zeros(tokens.shape, bool)
   same[..., :-1] = (segments[..., 1:] == segments[..., :-1]) & (segments[..., :-1] > 0)
+  out = dict(packed)
+  if "loss_mask" in out:
+    predicts_reply = np.zeros(tokens.shape, bool)
+    predicts_reply[..., :-1] = np.asarray(out.pop("loss_mask"))[..., 1:] > 0
+    same &= predicts_reply
   targets = np.zeros_like(tokens)
   targets[..., :-1] = np.where(same[..., :-1], tokens[..., 1:], 0)
-  out = dict(packed)
   out.update(tokens=tokens, segment_ids=segments,
              positions=np.asarray(packed["positions"], np.int32), targets=targets,
              loss_weights=same.astype(np.float32))

@@ -1,8 +1,19 @@
-"""seqio Tasks and Mixtures for the data sources: the embedded corpus, text files, JSONL, TFDS.
+"""seqio Tasks and Mixtures for the data sources: the embedded corpus, text files, JSONL, TFDS,
+and instruction data (chat JSONL, the default instruction set).
 
 A source is a small frozen, gin-configurable description (`DefaultCorpus`, `TextFiles`,
-`JsonlFiles`, `TfdsDataset`). `register_task` turns one into a seqio Task whose only output
-feature is 'targets' (token ids ending in EOS); `register_mixture` mixes several by rate.
+`JsonlFiles`, `TfdsDataset`; `ChatJsonl`, `DefaultInstructions`). `register_task` turns one into
+a seqio Task whose output feature is 'targets' (token ids ending in EOS); `register_mixture`
+mixes several by rate.
+
+Instruction sources. Their Tasks also output 'loss_mask' (int32, one per target: 1 on assistant
+replies and their <eop>, see data/chat.py), and they depend on the sequence length: a
+conversation is rendered and tokenized in Python, then fitted to `seq_len` by dropping its
+oldest turns (`chat.training_example`). The pipeline passes `TrainConfig.seq_len` to
+`register_mixture`, so one gin setting decides both the rows and the truncation. A conversation
+that does not fit even with its system prompt and last turn alone is SKIPPED and COUNTED
+(`overlong_conversation_count()`), like the invalid lines below. A record that is valid JSON but
+not a conversation (data/chat_records.py) raises, naming file:line.
 
 Splits. TFDS sources use their own splits. For the embedded corpus, document number i is held
 out for 'validation' when i % validation_split.eval_every == 0 (default 1 in 50); for file
@@ -28,6 +39,7 @@ task is registered, naming the source and what to change.
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -38,7 +50,8 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from batgpt_jax.data import corpus
+from batgpt_jax.data import chat, chat_records, corpus, instructions
+from batgpt_jax.data.vocab import EOS_ID
 
 SPLITS = ("train", "validation")
 DOCUMENT_MODES = ("line", "blank_line")
@@ -90,6 +103,39 @@ class TfdsDataset:
 
 
 @gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ChatJsonl:
+  """Instruction data: JSONL conversations matching `file_pattern` (globs, comma-separated).
+
+  format: 'auto' (by each record's keys), 'messages', 'prompt_response' or 'alpaca' (see
+  data/chat_records.py). last_turn_only: the loss covers only the last assistant reply (the
+  paper's multi-turn recipe: history in, last reply out); default every reply. Splits as for
+  the other file sources: record i of each file is held out when i % eval_every == 0.
+  """
+
+  file_pattern: str
+  format: str = "auto"
+  last_turn_only: bool = False
+
+  def __post_init__(self):
+    if self.format not in chat_records.FORMATS:
+      raise ValueError(f"ChatJsonl.format={self.format!r}; expected one of "
+                       f"{chat_records.FORMATS}.")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DefaultInstructions:
+  """The default instruction set shipped in the package (data/instructions): checkable
+  English and Chinese tasks; 'validation' is its held-out file."""
+
+  last_turn_only: bool = False
+
+
+INSTRUCTION_SOURCES = (ChatJsonl, DefaultInstructions)
+
+
+@gin.configurable
 def validation_split(eval_every: int = 50) -> int:
   """File sources hold out documents whose index is a multiple of `eval_every`."""
   if eval_every < 2:
@@ -101,7 +147,7 @@ def validation_split(eval_every: int = 50) -> int:
 # ---------------------------------------------------------------------------------------------
 # Skipped lines.
 
-_SKIPPED = {"invalid UTF-8": set(), "invalid JSON": set()}
+_SKIPPED = {"invalid UTF-8": set(), "invalid JSON": set(), "conversation too long": set()}
 _SKIPPED_LOCK = threading.Lock()
 
 
@@ -128,6 +174,12 @@ def invalid_json_count() -> int:
   """Distinct JSONL lines skipped so far in this process because they are not valid JSON."""
   with _SKIPPED_LOCK:
     return len(_SKIPPED["invalid JSON"])
+
+
+def overlong_conversation_count() -> int:
+  """Distinct conversations skipped so far because even their last turn exceeds seq_len."""
+  with _SKIPPED_LOCK:
+    return len(_SKIPPED["conversation too long"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,25 +261,94 @@ def _of_split(documents: Iterator[str], split: str) -> Iterator[str]:
       yield doc
 
 
+def _every_nth(items: Iterator, index: int, num_shards: int) -> Iterator:
+  for j, item in enumerate(items):
+    if j % num_shards == index:
+      yield item
+
+
+def _shard_of_files(files: list[str], read_file, split: str, index: int,
+                    num_shards: int) -> Iterator:
+  """Shard `index` of the split of the items that `read_file(path)` gives for each file."""
+  if len(files) >= num_shards:  # whole files per shard: read only this shard's files
+    for path in files[index::num_shards]:
+      yield from _of_split(read_file(path), split)
+    return
+  streams = [read_file(path) for path in files]
+  yield from _every_nth((item for stream in streams for item in _of_split(stream, split)),
+                        index, num_shards)
+
+
 def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> Iterator[str]:
-  """The text of data shard `index` of `num_shards` of a source's split."""
+  """The text of data shard `index` of `num_shards` of a source's split.
+
+  For instruction sources: each conversation rendered in the chat template (for tokenizer
+  training).
+  """
   if split not in SPLITS:
     raise ValueError(f"split={split!r}; expected one of {SPLITS}.")
-  if isinstance(source, TfdsDataset):
+  if isinstance(source, INSTRUCTION_SOURCES):
+    yield from (c.text() for _, c in raw_conversations(source, split, index, num_shards))
+  elif isinstance(source, TfdsDataset):
     yield from _tfds_documents(source, split, index, num_shards)
-    return
-  if isinstance(source, DefaultCorpus):
-    streams = [corpus.read_default_documents()]
+  elif isinstance(source, DefaultCorpus):
+    yield from _every_nth(_of_split(iter(corpus.read_default_documents()), split), index,
+                          num_shards)
   else:
-    files = matching_files(source.file_pattern)
-    if len(files) >= num_shards:  # whole files per shard: read only this shard's files
-      for path in files[index::num_shards]:
-        yield from _of_split(_file_documents(source, path), split)
-      return
-    streams = [_file_documents(source, path) for path in files]
-  for j, doc in enumerate(doc for stream in streams for doc in _of_split(stream, split)):
-    if j % num_shards == index:
-      yield doc
+    yield from _shard_of_files(matching_files(source.file_pattern),
+                               functools.partial(_file_documents, source), split, index,
+                               num_shards)
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw conversations: (where, chat.Conversation), where = 'file:line'.
+
+def _jsonl_conversations(source: ChatJsonl, path: str) -> Iterator[tuple[str, chat.Conversation]]:
+  for lineno, line in _decoded_lines(path):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as err:
+      _skip_line("invalid JSON", path, lineno, str(err))
+      continue
+    where = f"{path}:{lineno}"
+    yield where, chat_records.conversation_from_record(record, source.format, where)
+
+
+def _default_conversations(split: str) -> Iterator[tuple[str, chat.Conversation]]:
+  for where, record in instructions.read_default_records(split):
+    yield where, chat_records.conversation_from_record(record, "messages", where)
+
+
+def raw_conversations(source, split: str, index: int = 0,
+                      num_shards: int = 1) -> Iterator[tuple[str, chat.Conversation]]:
+  """(file:line, Conversation) of data shard `index` of `num_shards` of an instruction split."""
+  if split not in SPLITS:
+    raise ValueError(f"split={split!r}; expected one of {SPLITS}.")
+  if isinstance(source, DefaultInstructions):
+    yield from _every_nth(_default_conversations(split), index, num_shards)
+  elif isinstance(source, ChatJsonl):
+    yield from _shard_of_files(matching_files(source.file_pattern),
+                               functools.partial(_jsonl_conversations, source), split, index,
+                               num_shards)
+  else:
+    raise TypeError(f"Expected a ChatJsonl or DefaultInstructions source, found {source!r}.")
+
+
+def chat_examples(source, vocabulary, split: str, *, seq_len: int, index: int = 0,
+                  num_shards: int = 1) -> Iterator[dict]:
+  """{'targets', 'loss_mask'} of each conversation of the shard, fitted to seq_len."""
+  for where, conversation in raw_conversations(source, split, index, num_shards):
+    example = chat.training_example(vocabulary, conversation, seq_len=seq_len, eos_id=EOS_ID,
+                                    last_turn_only=source.last_turn_only)
+    if example is None:
+      path, lineno = where.rsplit(":", 1)
+      _skip_line("conversation too long", path, int(lineno),
+                 f"its system prompt and last turn need more than seq_len={seq_len} tokens; "
+                 "raise TrainConfig.seq_len or shorten it")
+      continue
+    yield example
 
 
 def _tfds_split(source: TfdsDataset, split: str) -> str:
@@ -265,6 +386,30 @@ def _check_files(source) -> None:
                    "(document 0 is held out for validation, the rest are for training). "
                    "Point it at files with text, or check TextFiles.documents ('line' or "
                    "'blank_line').")
+
+
+_CHECK_RECORDS = 10_000  # records parsed at registration, so most format errors show at once
+
+
+def _all_conversations(source) -> Iterator[tuple[str, chat.Conversation]]:
+  if isinstance(source, DefaultInstructions):
+    for split in SPLITS:
+      yield from _default_conversations(split)
+    return
+  for path in matching_files(source.file_pattern):
+    yield from _jsonl_conversations(source, path)
+
+
+def _check_conversations(source, vocabulary) -> None:
+  if isinstance(source, ChatJsonl) and not matching_files(source.file_pattern):
+    raise ValueError(f"{describe(source)}: no file matches {source.file_pattern!r}. Set "
+                     "ChatJsonl.file_pattern to existing JSONL files (globs, comma-separated).")
+  first = [c for _, c in itertools.islice(_all_conversations(source), _CHECK_RECORDS)]
+  if len(first) < 2:
+    raise ValueError(f"{describe(source)} has {len(first)} conversation(s); it needs at least 2 "
+                     "(record 0 of each file is held out for validation, the rest are for "
+                     "training). Point it at JSONL files with conversations.")
+  chat.rendered(vocabulary, first[0])  # checks once, before any batch, that the tokenizer fits
 
 
 def _check_tfds(source: TfdsDataset) -> None:
@@ -322,6 +467,17 @@ def _documents_dataset(split: str, shuffle_files: bool, *, source,
   return ds.map(lambda text: {"text": text})
 
 
+def _chat_dataset(split: str, shuffle_files: bool, *, source, vocabulary, seq_len: int,
+                  shard_info: seqio.ShardInfo | None = None) -> tf.data.Dataset:
+  del shuffle_files  # order is fixed; the pipeline shuffles conversations
+  index, num_shards = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+  generate = functools.partial(chat_examples, source, vocabulary, split, seq_len=seq_len,
+                               index=index, num_shards=num_shards)
+  ids = tf.TensorSpec((None,), tf.int32)
+  return tf.data.Dataset.from_generator(generate,
+                                        output_signature={"targets": ids, "loss_mask": ids})
+
+
 def _data_source(source) -> seqio.DataSource:
   if isinstance(source, TfdsDataset):
     return seqio.TfdsDataSource(
@@ -339,11 +495,41 @@ def _digest(*parts) -> str:
   return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def register_task(source, vocabulary) -> str:
-  """Registers (once) the seqio Task of `source` tokenized by `vocabulary`; returns its name."""
+def _register_chat_task(source, vocabulary, seq_len: int | None) -> str:
+  if seq_len is None or seq_len < 2:
+    raise ValueError(f"{describe(source)} is instruction data: its conversations are fitted to "
+                     f"the sequence length, so register it with seq_len >= 2 (found {seq_len}; "
+                     "the pipeline passes TrainConfig.seq_len).")
+  every = None if isinstance(source, DefaultInstructions) else validation_split()
+  name = (f"batgpt_{type(source).__name__.lower()}_"
+          f"{_digest(describe(source), every, seq_len, _vocabulary_digest(vocabulary))}")
+  if name in seqio.TaskRegistry.names():
+    return name
+  _check_conversations(source, vocabulary)
+  dataset_fn = functools.partial(_chat_dataset, source=source, vocabulary=vocabulary,
+                                 seq_len=seq_len)
+  seqio.TaskRegistry.add(
+      name,
+      source=_ShardedFunctionSource(dataset_fn, splits=SPLITS),
+      preprocessors=[],  # rendered and tokenized by chat_examples
+      output_features={
+          "targets": seqio.Feature(vocabulary, add_eos=True, dtype=tf.int32),
+          "loss_mask": seqio.Feature(seqio.PassThroughVocabulary(2), add_eos=False,
+                                     dtype=tf.int32)})
+  return name
+
+
+def register_task(source, vocabulary, *, seq_len: int | None = None) -> str:
+  """Registers (once) the seqio Task of `source` tokenized by `vocabulary`; returns its name.
+
+  seq_len: the row length; instruction sources need it (they fit conversations to it), the
+  others ignore it.
+  """
+  if isinstance(source, INSTRUCTION_SOURCES):
+    return _register_chat_task(source, vocabulary, seq_len)
   if not isinstance(source, (DefaultCorpus, TextFiles, JsonlFiles, TfdsDataset)):
-    raise TypeError(f"Expected a DefaultCorpus, TextFiles, JsonlFiles or TfdsDataset source, "
-                    f"found {source!r}.")
+    raise TypeError(f"Expected a DefaultCorpus, TextFiles, JsonlFiles, TfdsDataset, ChatJsonl or "
+                    f"DefaultInstructions source, found {source!r}.")
   every = None if isinstance(source, TfdsDataset) else validation_split()
   name = (f"batgpt_{type(source).__name__.lower()}_"
           f"{_digest(describe(source), every, _vocabulary_digest(vocabulary))}")
@@ -365,8 +551,12 @@ def register_task(source, vocabulary) -> str:
   return name
 
 
-def register_mixture(sources_and_rates: Sequence[tuple], vocabulary) -> str:
-  """Registers (once) a seqio Mixture of the sources at their rates; one source: its Task."""
+def register_mixture(sources_and_rates: Sequence[tuple], vocabulary, *,
+                     seq_len: int | None = None) -> str:
+  """Registers (once) a seqio Mixture of the sources at their rates; one source: its Task.
+
+  seq_len is passed to register_task (instruction sources need it).
+  """
   pairs = [tuple(pair) for pair in sources_and_rates]
   if not pairs or any(len(p) != 2 for p in pairs):
     raise ValueError(f"Expected a non-empty list of (source, rate) pairs, found "
@@ -376,10 +566,17 @@ def register_mixture(sources_and_rates: Sequence[tuple], vocabulary) -> str:
     if not isinstance(rate, (int, float)) or rate <= 0:
       raise ValueError(f"The rate of {describe(source)} is {rate!r}; rates must be positive "
                        "numbers.")
+  kinds = {isinstance(source, INSTRUCTION_SOURCES) for source, _ in pairs}
+  if len(kinds) > 1:
+    raise ValueError(f"{pairs!r} mixes instruction sources (ChatJsonl, DefaultInstructions) with "
+                     "pretraining sources; a seqio mixture has one set of output features, and "
+                     "only instruction data has a loss mask. Mix instruction sources with each "
+                     "other only (pretrain first, then fine-tune with TrainConfig.init_from).")
   if len({source for source, _ in pairs}) != len(pairs):
     raise ValueError(f"A source is listed twice in {pairs!r}: list each once and add the "
                      "rates together.")
-  tasks = [(register_task(source, vocabulary), float(rate)) for source, rate in pairs]
+  tasks = [(register_task(source, vocabulary, seq_len=seq_len), float(rate))
+           for source, rate in pairs]
   if len(tasks) == 1:
     return tasks[0][0]
   name = f"batgpt_mixture_{_digest(tasks)}"

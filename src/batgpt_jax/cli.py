@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
   tok_train.add_argument("--max_documents", type=int, default=200_000)
   tok_train.set_defaults(run=cmd_tokenizer_train)
   # pylint: disable=import-outside-toplevel
+  from batgpt_jax.annotate import command as annotate_command
   from batgpt_jax.convert import command as convert_command
   from batgpt_jax.grow import command as grow_command
   from batgpt_jax.sample import chat as chat_command
@@ -84,10 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
   convert_command.add_convert_command(sub)
   generate_command.add_generate_command(sub)
   chat_command.add_chat_command(sub)
+  annotate_command.add_annotate_command(sub)
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv[:1] == ["annotate"]:  # the web app takes no gin and must not load JAX: its own parser
+    from batgpt_jax.annotate import command  # pylint: disable=import-outside-toplevel
+    return command.main(argv[1:], prog="batgpt")
   logs.setup_logging()
   argv, bindings = config.split_bindings(list(sys.argv[1:] if argv is None else argv))
   args = build_parser().parse_args(argv)

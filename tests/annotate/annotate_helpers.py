@@ -92,12 +92,24 @@ def fresh_postgres(server_url: str) -> str:
   return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
+def drop_postgres(server_url: str, url: str) -> None:
+  engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+  with engine.connect() as connection:
+    connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {sa.make_url(url).database} "
+                               "WITH (FORCE)")
+  engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_db(request, tmp_path):
-  """An empty database of each kind (no tables)."""
+  """An empty database of each kind (no tables); a PostgreSQL one is dropped afterwards."""
   if request.param == "sqlite":
-    return f"sqlite:///{tmp_path / 'annotate.db'}"
-  return fresh_postgres(request.getfixturevalue("postgres_server"))
+    yield f"sqlite:///{tmp_path / 'annotate.db'}"
+    return
+  server = request.getfixturevalue("postgres_server")
+  url = fresh_postgres(server)
+  yield url
+  drop_postgres(server, url)
 
 
 @pytest.fixture

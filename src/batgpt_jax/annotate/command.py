@@ -174,8 +174,8 @@ def add_annotate_command(subparsers) -> argparse.ArgumentParser:
   return annotate
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m batgpt_jax.annotate")
+def main(argv: list[str] | None = None, prog: str = "python -m batgpt_jax.annotate") -> int:
+  parser = argparse.ArgumentParser(prog=prog)
   add_annotate_command(parser.add_subparsers(dest="command", required=True))
   args = parser.parse_args(["annotate"] + list(sys.argv[1:] if argv is None else argv))
   return args.run(args)

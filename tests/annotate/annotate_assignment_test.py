@@ -1,12 +1,17 @@
 """Leases under concurrency, own answers, expiry with drafts kept, replays stored once."""
 
 import datetime
+import http.cookiejar
 import random
+import re
 import threading
+import urllib.parse
+import urllib.request
 
 import sqlalchemy as sa
 
-from annotate_helpers import (add_users, csrf_of, filled_form, import_items, items, login)
+from annotate_helpers import (PASSWORD, add_users, csrf_of, filled_form, import_items, items,
+                              live_server, login)
 from batgpt_jax.annotate import assignment, db, models
 
 LABELLERS = [f"lab{i}" for i in range(10)]
@@ -155,3 +160,87 @@ def test_double_submit_and_replay_store_one_judgment(db_url, make_app):
     assert connection.scalar(sa.select(sa.func.count()).select_from(models.Judgment)) == 1
     assert connection.scalar(sa.select(sa.func.count()).select_from(models.AnswerRating)) == 2
   engine.dispose()
+
+
+def test_ten_labellers_at_once_through_a_real_server(db_url):
+  """The same race through HTTP: ten logged-in browsers ask a real server for work at once."""
+  add_users(db_url, {n: "labeller" for n in LABELLERS})
+  import_items(db_url, "p", items(1), votes_required=3)
+  with live_server(db_url, threads=10) as (base, _):
+    openers = []
+    for name in LABELLERS:
+      opener = urllib.request.build_opener(
+          urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+      token = csrf_of(opener.open(base + "/login", timeout=10).read().decode())
+      opener.open(base + "/login", data=urllib.parse.urlencode(
+          {"username": name, "password": PASSWORD, "csrf_token": token}).encode(), timeout=30)
+      openers.append(opener)
+    barrier, pages = threading.Barrier(len(openers)), {}
+
+    def ask(name, opener):
+      barrier.wait(timeout=30)
+      pages[name] = opener.open(base + "/label/1", timeout=30).read().decode()
+
+    threads = [threading.Thread(target=ask, args=a) for a in zip(LABELLERS, openers)]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join(timeout=60)
+  served = sorted(n for n, page in pages.items() if "item #1" in page)
+  assert len(pages) == 10 and len(served) == 3
+  assert sum("No item needs you" in page for page in pages.values()) == 7
+  leases = _leases(db_url)
+  assert len(leases) == 3 and len(set(u for _, u in leases)) == 3
+
+
+def test_gold_items_come_at_the_rate_and_skips_neither_count_nor_return(sqlite_url, make_app):
+  add_users(sqlite_url, {"ann": "labeller", "bob": "labeller"})
+  gold = {"id": "gold", "prompt": "gold?", "gold": 0,
+          "responses": [{"text": "right", "model": "m1"}, {"text": "wrong", "model": "m2"}]}
+  import_items(sqlite_url, "p", items(2) + [gold], votes_required=1, gold_rate=1.0)
+  app = make_app(sqlite_url)
+  ann, bob = app.test_client(), app.test_client()
+  login(ann, "ann")
+  login(bob, "bob")
+  # Rate 1: the gold item first, for both (gold is exempt from the vote cap).
+  for client in (ann, bob):
+    page = client.get("/label/1").text
+    assert "gold?" in page
+    client.post(f"/label/1/submit/{_action_id(page)}", data=filled_form(csrf_of(page)))
+  # ann skips item 1 (with a reason): it is not served to her again and still needs its vote.
+  page = ann.get("/label/1").text
+  assert "Question 0" in page
+  skip = {"csrf_token": csrf_of(page), "action": "skip", "skip_reason": "expertise"}
+  assert ann.post(f"/label/1/submit/{_action_id(page)}", data=skip).status_code == 303
+  page = ann.get("/label/1").text
+  assert "Question 1" in page
+  page = bob.get("/label/1").text
+  assert "Question 0" in page  # the skipped item went to the next labeller
+  engine = db.make_engine(sqlite_url)
+  with engine.connect() as connection:
+    outcomes = connection.execute(sa.select(models.Judgment.outcome, models.Judgment.skip_reason)
+                                  .order_by(models.Judgment.id)).all()
+  engine.dispose()
+  assert [tuple(o) for o in outcomes] == [("preferred", None), ("preferred", None),
+                                          ("skipped", "expertise")]
+
+
+def _action_id(page: str) -> str:
+  return re.search(r'action="/label/\d+/submit/(\d+)"', page).group(1)
+
+
+def test_an_incomplete_form_is_shown_again_and_kept_as_draft(sqlite_url, make_app):
+  add_users(sqlite_url, {"ann": "labeller"})
+  import_items(sqlite_url, "p", items(1))
+  client = make_app(sqlite_url).test_client()
+  login(client, "ann")
+  page = client.get("/label/1").text
+  form = filled_form(csrf_of(page), "B1")
+  del form["helpfulness_right"]
+  response = client.post(f"/label/1/submit/{_action_id(page)}", data=form)
+  assert response.status_code == 400 and "Answer B: rate its helpfulness 1-5." in response.text
+  assert 'value="B1" checked' in response.text
+  assert 'value="B1" checked' in client.get("/label/1").text  # kept as the draft
+  skip = {"csrf_token": csrf_of(page), "action": "skip"}
+  assert "Skipping needs a reason" in client.post(f"/label/1/submit/{_action_id(page)}",
+                                                   data=skip).text

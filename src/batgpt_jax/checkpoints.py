@@ -36,6 +36,10 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint was written for another model than the one configured."""
 
 
+class UnreadableCheckpointError(RuntimeError):
+  """Not one step of a checkpoint directory could be read."""
+
+
 @dataclasses.dataclass
 class Restored:
   step: int
@@ -108,13 +112,22 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings:
     try:
       out = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-    except (ValueError, OSError, KeyError) as err:  # unreadable: fall back to an older one
-      logging.error("Checkpoint step %d cannot be restored (%s); trying an older one.", step, err)
+    except Exception as err:  # pylint: disable=broad-except  (orbax raises bare Exception)
+      logging.error("Checkpoint step %d in %s cannot be restored (%s); trying an older one.",
+                    step, mngr.directory, _first_line(err))
       continue
     return Restored(step=step, state=out["state"], data_position=int(out["data"]["position"]),
                     skipped_steps=int(out["data"].get("skipped_steps", 0)))
-  raise RuntimeError(f"No checkpoint in {mngr.directory} could be restored (steps {steps}); "
-                     "see the errors above. Move the directory away to start afresh.")
+  raise UnreadableCheckpointError(
+      f"No checkpoint in {mngr.directory} could be restored (steps {steps}); see the errors "
+      "above. Move the directory away to start afresh.")
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+  """An exception as one short line: orbax's messages embed whole TensorStore specs."""
+  cause = err.__cause__ or err
+  line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+  return line if len(line) <= limit else line[:limit] + "..."
 
 
 # --- reading a checkpoint by its path: eval, generate, chat, convert, grow, init_from ----------

@@ -32,7 +32,11 @@ def join_processes(args) -> None:
 def cmd_train(args, gin_text: str) -> int:
   from batgpt_jax.train import faults, loop  # pylint: disable=import-outside-toplevel
   join_processes(args)
-  history = loop.train(**config.run_configs().as_kwargs(), gin_text=gin_text)
+  from batgpt_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  try:
+    history = loop.train(**config.run_configs().as_kwargs(), gin_text=gin_text)
+  except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError) as err:
+    raise SystemExit(f"error: {err}") from None
   if history and history[-1]["kind"] == "preempted":
     return faults.PREEMPTED_EXIT  # saved, but not finished: schedulers should restart it
   return 0
@@ -96,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     return command.main(argv[1:], prog="batgpt")
   logs.setup_logging()
   argv, bindings = config.split_bindings(list(sys.argv[1:] if argv is None else argv))
-  args = build_parser().parse_args(argv)
-  gin_text = config.parse_gin(args.gin_file, bindings)
+  with logs.native_noise_filtered():  # the commands' imports load TensorFlow and JAX
+    args = build_parser().parse_args(argv)
+    gin_text = config.parse_gin(args.gin_file, bindings)
   return args.run(args, gin_text)
 
 

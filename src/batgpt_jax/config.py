@@ -52,8 +52,10 @@ def split_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def register_configurables() -> None:
-  for module in CONFIGURABLE_MODULES:
-    importlib.import_module(module)
+  from batgpt_jax import logs  # pylint: disable=import-outside-toplevel
+  with logs.native_noise_filtered():  # importing TensorFlow and JAX prints C++ start-up lines
+    for module in CONFIGURABLE_MODULES:
+      importlib.import_module(module)
 
 
 def _registry() -> dict:

@@ -1,7 +1,18 @@
-"""Console logging that a person can read: one format, and the libraries' noise turned down."""
+"""Console logging that a person can read: one format, and the libraries' noise turned down.
 
+TensorFlow and SentencePiece write some lines straight to file descriptor 2 from C++, before
+any Python logging setting can reach them (TF_CPP_MIN_LOG_LEVEL does not silence absl's
+pre-initialisation lines): a CUDA probe on CPU machines, a oneDNN notice, and one SentencePiece
+line per tokenizer op. `native_noise_filtered` captures fd 2 around the few places that trigger
+them and writes back every line except those known ones, in order.
+"""
+
+import contextlib
 import logging
 import os
+import re
+import sys
+import tempfile
 
 _NOISY_LOGGERS = ("absl", "jax._src", "orbax", "tensorflow", "asyncio")
 
@@ -15,6 +26,36 @@ def setup_logging() -> None:
   quiet_gin = lambda record: not record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
   for handler in logging.getLogger().handlers:
     handler.addFilter(quiet_gin)
+
+
+NATIVE_NOISE = tuple(re.compile(pattern) for pattern in (
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called",
+    r"^I0000 .*\] oneDNN custom operations are on",
+    r"^I0000 .*cudart_stub\.cc.*Could not find cuda drivers",
+    r"^E0000 .*cuda_platform\.cc.*failed call to cuInit",
+    r"^E0000 .*oneDNN supports DT_INT64 only on platforms with AVX-512",
+    r"^normalizer\.cc\(\d+\) LOG\(INFO\) precompiled_charsmap is empty",
+))
+
+
+@contextlib.contextmanager
+def native_noise_filtered():
+  """Runs the block with fd 2 captured; then writes back all but the `NATIVE_NOISE` lines."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+        if not any(pattern.search(line) for pattern in NATIVE_NOISE):
+          sys.stderr.write(line)
+      sys.stderr.flush()
 
 
 def tag_processes(process_index: int, process_count: int) -> None:

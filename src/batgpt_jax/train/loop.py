@@ -6,6 +6,7 @@ start from another run's parameters (`TrainConfig.init_from`) with a fresh optim
 """
 
 import dataclasses
+import itertools
 import logging
 import os
 
@@ -13,7 +14,7 @@ import gin
 import jax
 import numpy as np
 
-from batgpt_jax import checkpoints, objectives, parallel
+from batgpt_jax import checkpoints, logs, objectives, parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.model import config as model_config
 from batgpt_jax.model import transformer
@@ -136,6 +137,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
 
   batches = pipeline.train_batches(data_cfg, vocab, seq_len=cfg.seq_len,
                                    global_batch=cfg.global_batch, start_position=position)
+  with logs.native_noise_filtered():  # the first batch starts the tokenizer ops
+    batches = itertools.chain([next(batches)], batches)
   eval_set = None
   writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"),
                           os.path.join(cfg.run_dir, "metrics.jsonl"))
@@ -172,9 +175,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
         history.append({"step": step, "kind": "train", **values, **perf})
       if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
         if eval_set is None:
-          eval_set = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
-                                           global_batch=cfg.global_batch,
-                                           num_batches=cfg.eval_batches)
+          with logs.native_noise_filtered():
+            eval_set = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
+                                             global_batch=cfg.global_batch,
+                                             num_batches=cfg.eval_batches)
         values = evaluate(eval_fn, objective, state["params"], eval_set, mesh, rules)
         metrics.log_console(metrics.eval_line(step, values))
         writer.scalars(step, values, prefix="eval/")
@@ -220,8 +224,9 @@ def evaluate_checkpoint(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipe
   objective = objectives.build(cfg.objective, model_cfg, cfg.loss_chunk)
   _, eval_fn = train_step.jit_steps(objective, tx, mesh, rules, shardings,
                                     microbatches=cfg.microbatches)
-  batches = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
-                                  global_batch=cfg.global_batch, num_batches=cfg.eval_batches)
+  with logs.native_noise_filtered():
+    batches = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
+                                    global_batch=cfg.global_batch, num_batches=cfg.eval_batches)
   values = evaluate(eval_fn, objective, restored.state["params"], batches, mesh, rules)
   metrics.log_console(metrics.eval_line(restored.step, values))
   return {"step": restored.step, **values}

@@ -175,3 +175,22 @@ def test_session_cookie_changes_at_login_and_dies_at_logout(world):
   replay = app.test_client()
   replay.set_cookie("batgpt_annotate", logged_in)  # a copy of the cookie taken before logout
   assert replay.get("/label/1").status_code == 302
+
+
+def test_model_names_reach_admins_only(sqlite_url, make_app):
+  add_users(sqlite_url, {"admin": "admin", "ann": "labeller"})
+  import_items(sqlite_url, "p", [{"id": "m", "prompt": "Which model?", "responses": [
+      {"text": "one", "model": "secret-model-alpha"},
+      {"text": "two", "model": "secret-model-beta"}]}])
+  app = make_app(sqlite_url)
+  ann, admin = app.test_client(), app.test_client()
+  login(ann, "ann")
+  login(admin, "admin")
+  pages = [ann.get("/label/1").text]
+  pages.append(ann.get("/label/1").text)
+  _judge_one(ann)
+  pages += [ann.get("/history").text, ann.get("/judgment/1").text, ann.get("/label/1").text]
+  assert not any("secret-model" in page for page in pages)
+  ranking = admin.get("/admin/project/1").text
+  assert "secret-model-alpha" in ranking and "secret-model-beta" in ranking
+  assert ranking.count("<rect") == 2 and "<svg" in ranking  # the Bradley-Terry plot

@@ -46,3 +46,19 @@ def test_annotate_help_and_commands_load_no_jax_or_tensorflow(tmp_path):
   done, result = _batgpt("annotate", "export", "--db", url, "--project", "none", "--output",
                          str(tmp_path / "x.jsonl"))
   assert result["heavy"] == [] and "no project 'none'" in str(result["code"])
+
+
+def test_wsgi_module_builds_the_app_from_the_environment(sqlite_url):
+  probe = ("from batgpt_jax.annotate import wsgi\n"
+           "client = wsgi.application.test_client()\n"
+           "print(client.get('/healthz').status_code, client.get('/login').status_code,\n"
+           "      wsgi.application.config['SESSION_COOKIE_SECURE'])\n")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), BATGPT_ANNOTATE_DB=sqlite_url,
+             BATGPT_ANNOTATE_SECURE_COOKIES="1")
+  done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                        timeout=120, check=False, env=env)
+  assert done.stdout.split() == ["200", "200", "True"], done.stderr
+  del env["BATGPT_ANNOTATE_DB"]
+  done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                        timeout=120, check=False, env=env)
+  assert "set BATGPT_ANNOTATE_DB" in done.stderr

@@ -11,10 +11,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 # pylint: disable=wrong-import-position
-from batgpt_jax import checkpoints, generate
+from batgpt_jax import checkpoints
 from batgpt_jax.convert import hf_to_orbax, orbax_to_hf
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.sample import engine
 from batgpt_jax.train import state as train_state
 
 SIZES = dict(vocab_size=160, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -66,8 +67,8 @@ def _torch_greedy(model, prompt) -> list[int]:
 
 
 def _our_greedy(cfg, params, prompts) -> list[list[int]]:
-  sampling = generate.SamplingConfig(max_new_tokens=NEW_TOKENS, stop_ids=())
-  return generate.generate_ids(cfg, params, prompts, sampling)
+  sampling = engine.SamplingConfig(max_new_tokens=NEW_TOKENS, stop_ids=())
+  return engine.generate_ids(cfg, params, prompts, sampling)
 
 
 @pytest.mark.parametrize("kind,tied", [("qwen2", False), ("llama", False), ("llama", True)])

@@ -5,6 +5,7 @@
 output identical to today's generate", and the negative control of the transfer-guard test.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -20,6 +21,11 @@ from batgpt_jax.model import transformer
 from batgpt_jax.sample import engine, filters
 
 PROMPTS = [[3, 50, 60, 70, 80, 90, 100], [4, 11], [3, 200, 201, 202]]
+# The tests share these settings (and PROMPTS' shapes), so the engine compiles few programs.
+GREEDY = engine.SamplingConfig(max_new_tokens=10, stop_ids=())
+HOT = engine.SamplingConfig(max_new_tokens=10, stop_ids=(), temperature=1.3, seed=3)
+FILTERED = engine.SamplingConfig(max_new_tokens=10, stop_ids=(), temperature=0.7, top_k=50,
+                                 top_p=0.9, seed=4)
 
 
 # --- today's loop, kept as the oracle -----------------------------------------------------------
@@ -96,58 +102,48 @@ def test_cached_decoding_equals_full_forward_at_every_position(model, full_logit
                                atol=1e-5, rtol=0)
 
 
-def test_greedy_equals_todays_loop_and_the_full_forward_argmax(model, full_logits):
-  cfg, params = model
-  sampling = engine.SamplingConfig(max_new_tokens=12, stop_ids=())
-  got = engine.generate_ids(cfg, params, PROMPTS, sampling)
-  assert [len(out) for out in got] == [12, 12, 12]
-  assert got == _host_loop_ids(cfg, params, PROMPTS, sampling)
+def test_greedy_equals_todays_loop_and_the_full_forward_argmax(batgpt_model, full_logits):
+  cfg, params = batgpt_model
+  got = engine.generate_ids(cfg, params, PROMPTS, GREEDY)
+  assert [len(out) for out in got] == [10, 10, 10]
+  assert got == _host_loop_ids(cfg, params, PROMPTS, GREEDY)
   for prompt, out in zip(PROMPTS, got):
     seq = list(prompt)
-    for _ in range(12):
+    for _ in range(10):
       seq.append(int(np.argmax(full_logits(cfg, params, seq)[-1])))
-    assert out == seq[len(prompt):]
-  # rows are independent of their batch-mates and of the padding that batching adds
-  assert got == [engine.generate_ids(cfg, params, [p], sampling)[0] for p in PROMPTS]
+    assert out == seq[len(prompt):]  # each row as if alone: its padding and batch-mates unseen
 
 
 def test_sampling_equals_todays_loop_and_follows_its_settings(batgpt_model):
   cfg, params = batgpt_model
-  hot = lambda **kw: engine.SamplingConfig(max_new_tokens=10, stop_ids=(), temperature=1.3, **kw)
-  for sampling in (hot(seed=3), hot(seed=3, top_k=50, top_p=0.9)):
-    assert (engine.generate_ids(cfg, params, PROMPTS, sampling)
-            == _host_loop_ids(cfg, params, PROMPTS, sampling))
   ids = lambda sampling: engine.generate_ids(cfg, params, PROMPTS, sampling)
-  greedy = ids(engine.SamplingConfig(max_new_tokens=10, stop_ids=()))
-  assert ids(hot(seed=1)) == ids(hot(seed=1))
-  assert ids(hot(seed=1)) != ids(hot(seed=2))
-  assert ids(hot(seed=5, top_k=1)) == greedy
-  assert ids(hot(seed=5, top_p=1e-6)) == greedy
+  for sampling in (HOT, FILTERED):
+    assert ids(sampling) == _host_loop_ids(cfg, params, PROMPTS, sampling)
+  assert ids(HOT) == ids(HOT)
+  assert ids(HOT) != ids(dataclasses.replace(HOT, seed=5))
 
 
-@pytest.mark.parametrize("temperature,top_k", [(0.0, 0), (0.7, 20)])
+@pytest.mark.parametrize("sampling", [GREEDY, FILTERED], ids=["greedy", "filtered"])
 def test_logprobs_equal_log_softmax_of_the_full_forward_pass(batgpt_model, full_logits,
-                                                             temperature, top_k):
+                                                             sampling):
   cfg, params = batgpt_model
-  sampling = engine.SamplingConfig(max_new_tokens=9, temperature=temperature, top_k=top_k,
-                                   seed=4, stop_ids=())
   out = engine.sample(cfg, params, PROMPTS, sampling)
-  assert out.tokens.shape == out.logprobs.shape == (3, 9)
+  assert out.tokens.shape == out.logprobs.shape == (3, 10)
   for row, prompt in enumerate(PROMPTS):
-    new = out.tokens[row, :out.lengths[row]].tolist()
-    logits = full_logits(cfg, params, prompt + new)[len(prompt) - 1:-1]  # [9, vocab], predicting new
-    want = jax.nn.log_softmax(logits / (temperature or 1.0), axis=-1)[np.arange(9), new]
-    np.testing.assert_allclose(out.logprobs[row], want, atol=1e-5, rtol=0)
+    new = out.tokens[row].tolist()
+    logits = full_logits(cfg, params, prompt + new)[len(prompt) - 1:-1]  # [10, vocab]
+    # the distribution before top-k / top-p, at the sampling temperature (1 when greedy)
+    want = jax.nn.log_softmax(logits / (sampling.temperature or 1.0), axis=-1)
+    np.testing.assert_allclose(out.logprobs[row], want[np.arange(10), new], atol=1e-5, rtol=0)
 
 
 def test_each_row_stops_at_its_own_stop_tokens(batgpt_model):
   cfg, params = batgpt_model
-  sampling = engine.SamplingConfig(max_new_tokens=10, stop_ids=())
-  free = engine.generate_ids(cfg, params, PROMPTS, sampling)
+  free = engine.generate_ids(cfg, params, PROMPTS, GREEDY)
   first_new = lambda row, at: next(t for t in free[row][at:] if t not in free[row][:at])
-  stop0, stop1 = first_new(0, 3), first_new(1, 5)  # row 0 stops after 3 tokens, row 1 after 5
+  stop0, stop1 = first_new(0, 3), first_new(1, 5)  # row 0 stops after 3+ tokens, row 1 after 5+
   cut0, cut1 = free[0].index(stop0), free[1].index(stop1)
-  out = engine.sample(cfg, params, PROMPTS, sampling, stop_ids=[(stop0,), (stop1,), ()])
+  out = engine.sample(cfg, params, PROMPTS, GREEDY, stop_ids=[(stop0,), (stop1,), ()])
   assert out.output_ids() == [free[0][:cut0], free[1][:cut1], free[2]]
   assert out.lengths.tolist() == [cut0 + 1, cut1 + 1, 10]  # the stop token is counted ...
   assert out.tokens[0, cut0] == stop0 and out.tokens[1, cut1] == stop1  # ... and returned
@@ -155,26 +151,24 @@ def test_each_row_stops_at_its_own_stop_tokens(batgpt_model):
   assert (out.tokens[0, cut0 + 1:] == vocab.PAD_ID).all()
   assert (out.logprobs[0, cut0 + 1:] == 0).all() and (out.logprobs[0, :cut0 + 1] < 0).all()
   # stop ids in the sampling config apply to every row
-  shared = engine.generate_ids(cfg, params, PROMPTS, engine.SamplingConfig(
-      max_new_tokens=10, stop_ids=(stop0,)))
+  shared = engine.generate_ids(cfg, params, PROMPTS, dataclasses.replace(GREEDY,
+                                                                        stop_ids=(stop0,)))
   assert shared == [f[:f.index(stop0)] if stop0 in f else f for f in free]
 
 
 def test_the_loop_ends_when_every_row_has_stopped(batgpt_model):
   cfg, params = batgpt_model
-  sampling = engine.SamplingConfig(max_new_tokens=20, stop_ids=())
-  free = engine.generate_ids(cfg, params, PROMPTS[:2], sampling)
-  stops = [(free[0][2],), (free[1][4],)]
+  free = engine.generate_ids(cfg, params, PROMPTS, GREEDY)
+  stops = [(free[0][1],), (free[1][2],), (free[2][3],)]
   steps = []
 
   def count(step, tokens, emitted):
     del tokens, emitted
     steps.append(int(step))
 
-  out = engine.sample(cfg, params, PROMPTS[:2], sampling, stop_ids=stops, on_token=count)
-  assert out.stopped.all()
-  assert steps == list(range(int(out.lengths.max())))  # far fewer than 20 iterations
-  assert int(out.lengths.max()) <= 5
+  out = engine.sample(cfg, params, PROMPTS, GREEDY, stop_ids=stops, on_token=count)
+  assert out.stopped.all() and int(out.lengths.max()) <= 4
+  assert steps == list(range(int(out.lengths.max())))  # not the 10 of max_new_tokens
 
 
 def test_prompt_longer_than_the_model_is_refused(batgpt_model):
@@ -187,19 +181,21 @@ def test_prompt_longer_than_the_model_is_refused(batgpt_model):
 
 def test_no_transfer_between_host_and_device_while_decoding(batgpt_model):
   cfg, params = batgpt_model
-  sampling = engine.SamplingConfig(max_new_tokens=8, temperature=0.9, top_p=0.9, stop_ids=())
-  tokens = np.zeros((4, 16), np.int32)
-  tokens[:, -3:] = [3, 10, 20]
-  args = jax.device_put((tokens, np.full(4, 3, np.int32), np.full((4, 4), -1, np.int32)))
-  key = jax.random.key(0)
-  run = lambda: engine.decode_loop(cfg, params, *args, key, sampling=sampling, slots=64)
-  jax.block_until_ready(run())  # compile outside the guard
+  tokens = np.zeros((3, 16), np.int32)  # PROMPTS' bucket, as `engine.sample` lays it out
+  for row, prompt in enumerate(PROMPTS):
+    tokens[row, 16 - len(prompt):] = prompt
+  lengths = np.array([len(p) for p in PROMPTS], np.int32)
+  args = jax.device_put((tokens, lengths, np.full((3, 4), engine.NO_STOP, np.int32)))
+  key = jax.random.key(HOT.seed)
+  run = lambda: engine.decode_loop(cfg, params, *args, key, sampling=HOT, slots=64)
+  want = jax.block_until_ready(run())  # compiled outside the guard
   with jax.transfer_guard("disallow"):
     out = jax.block_until_ready(run())
-  assert out.lengths.tolist() == [8, 8, 8, 8]
+  np.testing.assert_array_equal(out.tokens, want.tokens)
+  assert out.lengths.tolist() == [10, 10, 10]
   # the guard has teeth: the per-token host loop moves every token across
   with jax.transfer_guard("disallow"), pytest.raises(Exception, match="Disallowed"):
-    _host_loop_ids(cfg, params, [[3, 10, 20]] * 4, sampling)
+    _host_loop_ids(cfg, params, PROMPTS, HOT)
 
 
 def test_mesh_2_2_2_gives_the_output_of_one_device(batgpt_model, axis_rules):
@@ -211,11 +207,12 @@ def test_mesh_2_2_2_gives_the_output_of_one_device(batgpt_model, axis_rules):
   cache_shape = (cfg.n_layers, 4, 64, cfg.n_kv_heads, cfg.head_dim)
   assert parallel.logical_to_spec(engine.CACHE_AXES, cache_shape, mesh, axis_rules) == (
       PartitionSpec(None, ("data", "fsdp"), None, "tensor", None))
-  for sampling in (engine.SamplingConfig(max_new_tokens=10, stop_ids=(7, 9)),
-                   engine.SamplingConfig(max_new_tokens=10, temperature=1.1, top_k=40,
-                                         top_p=0.95, seed=2, stop_ids=(7, 9))):
-    one = engine.sample(cfg, params, PROMPTS, sampling)  # 3 rows: padded to 4 on the mesh
-    many = engine.sample(cfg, placed, PROMPTS, sampling, mesh=mesh, rules=axis_rules)
-    for name in ("tokens", "lengths", "stopped"):
-      np.testing.assert_array_equal(getattr(many, name), getattr(one, name))
-    np.testing.assert_allclose(many.logprobs, one.logprobs, atol=1e-5, rtol=0)
+  # sampled through top-k and top-p (over the vocab sharded on tensor), with stop tokens
+  free = engine.sample(cfg, params, PROMPTS, FILTERED).output_ids()
+  sampling = dataclasses.replace(FILTERED, stop_ids=(free[0][4], free[2][6]))
+  one = engine.sample(cfg, params, PROMPTS, sampling)  # 3 rows: padded to 4 on the mesh
+  many = engine.sample(cfg, placed, PROMPTS, sampling, mesh=mesh, rules=axis_rules)
+  assert one.stopped[0] and one.stopped[2]
+  for name in ("tokens", "lengths", "stopped"):
+    np.testing.assert_array_equal(getattr(many, name), getattr(one, name))
+  np.testing.assert_allclose(many.logprobs, one.logprobs, atol=1e-5, rtol=0)

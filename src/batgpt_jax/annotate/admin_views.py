@@ -41,8 +41,9 @@ def ranking_plot(ranking: list[dict]) -> dict:
   """Bar geometry for the inline SVG (no script, no inline style: CSP-clean)."""
   top = max((r["strength"] for r in ranking), default=0) or 1
   return {"height": 30 * len(ranking) + 10,
-          "bars": [{"model": r["model"], "y": 10 + 30 * i, "width": round(300 * r["strength"] / top),
-                    "label": f"{r['strength']:.3f}"} for i, r in enumerate(ranking)]}
+          "bars": [{"model": r["model"], "y": 10 + 30 * i,
+                    "width": round(300 * r["strength"] / top), "label": f"{r['strength']:.3f}"}
+                   for i, r in enumerate(ranking)]}
 
 
 @blueprint.get("/project/<int:project_id>")

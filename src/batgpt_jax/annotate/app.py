@@ -99,7 +99,9 @@ def create_app(db_url: str, secure_cookies: bool = False, check_schema: bool = T
       response.headers["Cache-Control"] = "no-store"  # labels and drafts are not for caches
     return response
 
-  from batgpt_jax.annotate import admin_views, auth_views, label_views  # pylint: disable=import-outside-toplevel
+  # The views import this module (for `sessions`), so they are imported once it exists.
+  from batgpt_jax.annotate import (  # pylint: disable=import-outside-toplevel
+      admin_views, auth_views, label_views)
   app.register_blueprint(auth_views.blueprint)
   app.register_blueprint(label_views.blueprint)
   app.register_blueprint(admin_views.blueprint)

@@ -241,8 +241,9 @@ def export_records(session: orm.Session, project: models.Project, include_ai: bo
                                     .where(models.Comparison.project_id == project.id)
                                     .order_by(models.AIJudgment.labeller, models.AIJudgment.id)):
       ai[judgment.comparison_id].append(judgment)
-  texts = dict(session.execute(sa.select(models.Response.id, models.Response.text)
-                               .join(models.Prompt).where(models.Prompt.project_id == project.id)).all())
+  texts = dict(session.execute(
+      sa.select(models.Response.id, models.Response.text).join(models.Prompt)
+      .where(models.Prompt.project_id == project.id)).all())
   prompts = {p.id: p for p in session.scalars(sa.select(models.Prompt)
                                               .where(models.Prompt.project_id == project.id))}
   records = []

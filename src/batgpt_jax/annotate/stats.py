@@ -149,7 +149,8 @@ def project_stats(session: orm.Session, project: models.Project) -> dict:
       "krippendorff_alpha": krippendorff_alpha([list(by_user.values())
                                                 for _, by_user in sorted(labels.items())]),
       "left_bias": {u: {"left_rate": l / n, "preferred": n} for u, (l, n) in sorted(left.items())},
-      "gold_accuracy": {u: {"accuracy": c / n, "answered": n} for u, (c, n) in sorted(gold.items())},
+      "gold_accuracy": {u: {"accuracy": c / n, "answered": n}
+                        for u, (c, n) in sorted(gold.items())},
       "human_ai_agreement": {a: {"agreement": k / n, "compared": n}
                              for a, (k, n) in sorted(ai.items()) if n},
       "bradley_terry": [{"model": m, "strength": s,

@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from batgpt_jax import checkpoints
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import state as train_state
 
 CONFIGS = {  # ModelConfig's defaults are the tiny size (gin/models/tiny.gin)
     "batgpt": ModelConfig(vocab_size=400, rope_style="interleaved", rope_fraction=0.5,
@@ -38,6 +40,15 @@ def model(request):
 def batgpt_model():
   cfg = CONFIGS["batgpt"]
   return cfg, random_params(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(batgpt_model, tmp_path_factory) -> str:
+  """A run directory holding `batgpt_model` as step 0 (what the commands read)."""
+  cfg, params = batgpt_model
+  run_dir = str(tmp_path_factory.mktemp("sample") / "run")
+  checkpoints.write_run_dir(run_dir, cfg, params, train_state.OptimizerConfig())
+  return run_dir
 
 
 @functools.partial(jax.jit, static_argnums=0)

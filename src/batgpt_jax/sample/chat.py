@@ -36,12 +36,13 @@ class ChatSession:
 
   def __init__(self, loaded: options.Loaded, sampling: engine.SamplingConfig, *,
                system: str | None = None, out: TextIO = sys.stdout, log: TextIO = sys.stderr,
-               show_prompt: bool = False):
+               show_prompt: bool = False, reply_prefix: str = ""):
     self.loaded = loaded
     self.sampling = text.with_chat_stop(loaded.vocabulary, sampling)
     self.system = system
     self.history: list[tuple[str, str]] = []
     self.out, self.log, self.show_prompt = out, log, show_prompt
+    self.reply_prefix = reply_prefix  # 'bot> ' on a terminal
     self._streamed: dict[int, int] = {}  # step -> token of the reply being sampled
     self._printed = ""
 
@@ -66,6 +67,8 @@ class ChatSession:
     """Samples the reply to `query`, printing it as it comes, and adds the turn to the history."""
     ids = self.prompt_ids(query)
     self._streamed, self._printed = {}, ""
+    self.out.write(self.reply_prefix)
+    self.out.flush()
     # A new seed each turn (the seed is data, not a new compilation); the same bound method
     # each call, so the engine compiles once per shape.
     seed = self.sampling.seed + len(self.history)
@@ -112,7 +115,7 @@ def queries(stdin: TextIO, out: TextIO) -> Iterable[str]:
     yield line.rstrip("\n")
 
 
-def converse(session: ChatSession, lines: Iterable[str], *, terminal: bool) -> None:
+def converse(session: ChatSession, lines: Iterable[str]) -> None:
   """Runs the commands and turns of `lines` through `session`."""
   for line in lines:
     line = line.strip()
@@ -130,9 +133,6 @@ def converse(session: ChatSession, lines: Iterable[str], *, terminal: bool) -> N
       print(f"# unknown command {line.split()[0]!r}; commands: {COMMANDS}", file=session.log,
             flush=True)
     else:
-      if terminal:
-        session.out.write("bot> ")
-        session.out.flush()
       session.reply(line)
 
 
@@ -141,8 +141,9 @@ def _chat(args, gin_text: str) -> int:
   loaded = options.load(args)
   print(f"# {loaded.source}; commands: {COMMANDS}", file=sys.stderr, flush=True)
   session = ChatSession(loaded, options.sampling_config(args, loaded.vocabulary),
-                        system=args.system, show_prompt=args.show_prompt)
-  converse(session, queries(sys.stdin, sys.stdout), terminal=sys.stdin.isatty())
+                        system=args.system, show_prompt=args.show_prompt,
+                        reply_prefix="bot> " if sys.stdin.isatty() else "")
+  converse(session, queries(sys.stdin, sys.stdout))
   return 0
 
 

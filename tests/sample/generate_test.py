@@ -1,0 +1,53 @@
+"""`batgpt generate` prints each prompt joined to its continuation as the whole text decodes."""
+
+import argparse
+
+import pytest
+
+from batgpt_jax.sample import engine, generate, text
+
+
+@pytest.fixture
+def run(tiny_run, data_tiny_vocab_path, capsys):
+  """run(*flags) -> stdout of `batgpt generate` on the tiny run (5 new tokens)."""
+  parser = argparse.ArgumentParser(prog="batgpt")
+  generate.add_generate_command(parser.add_subparsers(dest="command", required=True))
+
+  def run_generate(*flags):
+    args = parser.parse_args(["generate", f"--checkpoint={tiny_run}",
+                              f"--vocab={data_tiny_vocab_path}", "--max_new_tokens=5", *flags])
+    assert args.run(args, "") == 0
+    return capsys.readouterr().out
+  return run_generate
+
+
+def test_generate_prints_the_whole_text_with_its_spaces(run, batgpt_model, data_tiny_vocab):
+  cfg, params = batgpt_model
+  prompts = ["The baker sells bread to", "A dog"]
+  out = run(*(f"--prompt={p}" for p in prompts))
+  ids = [text.prompt_ids(data_tiny_vocab, p, "l2r") for p in prompts]
+  new = engine.generate_ids(cfg, params, ids, engine.SamplingConfig(max_new_tokens=5))
+  for i, (prompt, new_ids) in enumerate(zip(ids, new)):
+    whole = data_tiny_vocab.decode(prompt[1:] + new_ids)  # decoded at once: every space in place
+    assert f"--- [{i}] ---\n{whole}\n" in out
+  assert whole.startswith("A dog")
+
+
+def test_generate_r2l_writes_what_comes_before(run, batgpt_model, data_tiny_vocab):
+  cfg, params = batgpt_model
+  out = run("--prompt=the end.", "--direction=r2l")
+  prompt = text.prompt_ids(data_tiny_vocab, "the end.", "r2l")
+  new = engine.generate_ids(cfg, params, [prompt], engine.SamplingConfig(max_new_tokens=5))[0]
+  whole = data_tiny_vocab.decode(new[::-1] + prompt[1:][::-1])
+  assert out == f"--- [0] ---\n{whole}\n" and whole.endswith("the end.")
+
+
+def test_generate_sampling_chat_and_bad_flags(run):
+  out = run("--prompt=The cat", "--prompt=A dog", "--temperature=0.8", "--top_k=20",
+            "--top_p=0.9", "--seed=3", "--stop=<eop>")
+  assert "--- [0] ---\nThe cat" in out and "--- [1] ---\nA dog" in out
+  assert run("--prompt=Hi", "--chat", "--system=Be brief.").startswith("--- [0] ---\n")
+  with pytest.raises(SystemExit, match="not a single piece"):
+    run("--prompt=x", "--stop=nonsense piece")
+  with pytest.raises(SystemExit, match="drop --direction=r2l"):
+    run("--prompt=x", "--chat", "--direction=r2l")

@@ -1,0 +1,76 @@
+"""Prompts in both directions, and continuations that keep the spaces joining them to the prompt."""
+
+from batgpt_jax.data import chat
+from batgpt_jax.data import vocab
+from batgpt_jax.sample import engine, text
+
+HEAD, TAIL = "The baker sells bread to", " the market."
+
+
+def test_directions(data_tiny_vocab):
+  l2r_id, r2l_id = vocab.direction_ids(data_tiny_vocab)
+  sentence = "The cat sees a bird."
+  ids = [int(i) for i in data_tiny_vocab.encode(sentence)]
+  assert text.prompt_ids(data_tiny_vocab, sentence, "l2r") == [l2r_id] + ids
+  assert text.prompt_ids(data_tiny_vocab, sentence, "r2l") == [r2l_id] + ids[::-1]
+  assert text.output_text(data_tiny_vocab, ids[::-1], "r2l") == sentence
+  assert text.output_text(data_tiny_vocab, ids, "l2r") == sentence
+
+
+def _split_ids(vocabulary):
+  """The ids of HEAD + TAIL, cut where HEAD ends (SentencePiece keeps words whole here)."""
+  whole = [int(i) for i in vocabulary.encode(HEAD + TAIL)]
+  head = [int(i) for i in vocabulary.encode(HEAD)]
+  assert whole[:len(head)] == head
+  return head, whole[len(head):]
+
+
+def test_l2r_continuation_keeps_its_leading_space(data_tiny_vocab):
+  _, tail = _split_ids(data_tiny_vocab)
+  prompt = text.prompt_ids(data_tiny_vocab, HEAD, "l2r")
+  assert text.output_text(data_tiny_vocab, tail, "l2r") == TAIL.lstrip()  # the old bug
+  assert text.continuation_text(data_tiny_vocab, prompt, tail, "l2r") == TAIL
+  assert HEAD + text.continuation_text(data_tiny_vocab, prompt, tail, "l2r") == HEAD + TAIL
+
+
+def test_r2l_continuation_keeps_the_space_before_the_prompt(data_tiny_vocab):
+  head, _ = _split_ids(data_tiny_vocab)
+  prompt = text.prompt_ids(data_tiny_vocab, TAIL.lstrip(), "r2l")
+  written = head[::-1]  # the model writes what comes before the prompt, backwards
+  before = text.continuation_text(data_tiny_vocab, prompt, written, "r2l")
+  assert before == HEAD + " "
+  assert before + TAIL.lstrip() == HEAD + TAIL
+
+
+def test_generate_text_in_both_directions(batgpt_model, data_tiny_vocab):
+  cfg, params = batgpt_model
+  sampling = engine.SamplingConfig(max_new_tokens=6, stop_ids=())
+  texts = ["The cat", "今天天气"]
+  for direction in ("l2r", "r2l"):
+    got = text.generate_text(cfg, params, data_tiny_vocab, texts, sampling, direction=direction)
+    prompts = [text.prompt_ids(data_tiny_vocab, t, direction) for t in texts]
+    ids = engine.generate_ids(cfg, params, prompts, sampling)
+    assert got == [text.continuation_text(data_tiny_vocab, p, i, direction)
+                   for p, i in zip(prompts, ids)]
+    assert all(len(i) == 6 for i in ids)
+
+
+def test_chat_replies_stop_at_the_end_of_a_reply(batgpt_model, data_tiny_vocab):
+  cfg, params = batgpt_model
+  eop = data_tiny_vocab.tokenizer.piece_to_id(chat.END_OF_PROMPT)
+  sampling = engine.SamplingConfig(max_new_tokens=6)
+  assert text.with_chat_stop(data_tiny_vocab, sampling).stop_ids == (vocab.EOS_ID, eop)
+  prompts = [chat.chat_prompt("Hi"), chat.chat_prompt("And now?", [("Hi", "Hello!")])]
+  replies = text.chat_replies(cfg, params, data_tiny_vocab, prompts, sampling)
+  ids = [text.prompt_ids(data_tiny_vocab, p, "l2r") for p in prompts]
+  out = engine.sample(cfg, params, ids, text.with_chat_stop(data_tiny_vocab, sampling))
+  assert replies == [text.continuation_text(data_tiny_vocab, p, i, "l2r").strip()
+                     for p, i in zip(ids, out.output_ids())]
+
+
+def test_chat_template():
+  assert chat.chat_prompt("How are you?") == "[Turn 1]\n\n[User] How are you?\n\n[Assistant]"
+  assert chat.chat_prompt("And now?", history=[("Hi", "Hello!")], system="Be brief.") == (
+      "[System]\n\n Be brief.\n\n<eot>"
+      "[Turn 1]\n\n[User] Hi\n\n[Assistant] Hello!\n\n<eop>"
+      "[Turn 2]\n\n[User] And now?\n\n[Assistant]")

@@ -99,9 +99,21 @@ def _encode_after(vocabulary, previous_piece: str | None, text: str) -> list[int
   return ids[len(prefix):] if ids[:len(prefix)] == prefix else []  # [] fails the check below
 
 
+def _check_template_pieces(vocabulary) -> None:
+  sp = vocabulary.tokenizer
+  missing = [p for p in TEMPLATE_PIECES if sp.id_to_piece(sp.piece_to_id(p)) != p]
+  if missing:
+    raise ValueError(
+        f"The tokenizer {vocabulary.sentencepiece_model_file} has no single piece for "
+        f"{missing}, so BatGPT's chat template cannot be masked exactly. It needs "
+        f"{TEMPLATE_PIECES} as user-defined pieces: retrain it with `batgpt tokenizer train` "
+        "(which adds them), or use the default vocabulary.")
+
+
 def rendered(vocabulary, conversation: Conversation, *,
              last_turn_only: bool = False) -> tuple[list[int], list[int]]:
   """(ids, loss_mask) of the conversation: ids == vocabulary.encode(conversation.text())."""
+  _check_template_pieces(vocabulary)
   ids, mask, previous = [], [], None
   for text, is_target in _pieces(conversation, last_turn_only):
     piece_ids = _encode_after(vocabulary, previous, text)

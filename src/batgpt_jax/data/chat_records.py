@@ -64,7 +64,7 @@ def conversation_from_record(record: Any, fmt: str, where: str) -> Conversation:
 def _text(record: dict, key: str, where: str) -> str:
   value = record.get(key)
   if not isinstance(value, str):
-    found = "missing" if key not in record else f"a {type(value).__name__}"
+    found = "missing" if key not in record else f"of type {type(value).__name__}"
     raise ValueError(f"{where}: field {key!r} is {found}; expected a non-empty string (record "
                      f"keys: {sorted(record)}).")
   if not value.strip():

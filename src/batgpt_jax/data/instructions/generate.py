@@ -17,7 +17,9 @@ assistant reply that is the exact answer. Families (FAMILIES):
   recall        three user turns: two statements (each acknowledged) and a question about the
                 FIRST, said two turns earlier (in train a quarter ask about the second instead)
 
-Held-out conversations never occur in train (for arithmetic: no held-out sum at all). Replies
+A quarter of the train conversations (not recall's) have a system prompt; held-out ones have
+none. Every conversation fits in 128 tokens of the default vocabulary (tests/data). Held-out
+conversations never occur in train (for arithmetic: no held-out sum at all). Replies
 are short and regular so that a tiny model can learn them. Pure standard library plus the
 corpus lexicon; the output depends only on the seed, and the files are byte-reproducible.
 """
@@ -221,7 +223,9 @@ def _drawn(seed: int, family: str) -> tuple[list[dict], list[dict]]:
       if _user_key(turns) in seen:
         continue
       seen.add(_user_key(turns))
-      system = _maybe_system(rng, language) if is_train else None
+      # No system prompt on recall: three turns and a Chinese system prompt would not fit in
+      # 128 tokens, and dropping the oldest turn would drop the fact that is asked for.
+      system = _maybe_system(rng, language) if is_train and family != "recall" else None
       records.append(_record(family, language, turns, system))
     splits.append(records)
   test, train = splits

@@ -1,0 +1,1 @@
+"""Evaluation: scoring model outputs (replies are given; generation lives in sample/)."""

@@ -69,8 +69,7 @@ class ChatSession:
     self._streamed, self._printed = {}, ""
     self.out.write(self.reply_prefix)
     self.out.flush()
-    # A new seed each turn (the seed is data, not a new compilation); the same bound method
-    # each call, so the engine compiles once per shape.
+    # A new seed each turn: the seed is data, not a new compilation.
     seed = self.sampling.seed + len(self.history)
     samples = engine.sample(
         self.loaded.cfg, self.loaded.params, [ids],

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import threading
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -105,6 +106,21 @@ def place_params(cfg: ModelConfig, params: dict, mesh: Mesh | None, rules) -> di
   return jax.device_put(params, train_state.param_shardings(cfg, mesh, rules))
 
 
+class _Stream:
+  """The host end of the streaming callback, one listener at a time.
+
+  The compiled program names only `_Stream.emit`, so every listener shares one compilation (a
+  listener compiled in would recompile for each new function); the lock keeps two streaming
+  calls from crossing their listeners.
+  """
+  lock = threading.Lock()
+  listener: Callable | None = None
+
+  @classmethod
+  def emit(cls, step, tokens, emitted) -> None:
+    cls.listener(step, tokens, emitted)
+
+
 def decode_loop(cfg: ModelConfig, params: dict, tokens, lengths, stop_ids, key, *,
                 sampling: SamplingConfig, slots: int, mesh: Mesh | None = None, rules=(),
                 on_token: Callable | None = None) -> Samples:
@@ -116,31 +132,40 @@ def decode_loop(cfg: ModelConfig, params: dict, tokens, lengths, stop_ids, key, 
   cache size, at least width + max_new_tokens - 1. Only `sampling`'s decoding settings shape the
   compiled program; its seed and stop ids are read from `key` and `stop_ids`.
 
-  on_token(step, tokens [batch], emitted [batch]) is called on the host after each token when
-  given (chat streams with it); without it nothing leaves the device until the end. Pass the same
-  callable each time (e.g. a bound method of a long-lived object), or every call recompiles.
+  Without `on_token` nothing leaves the device until the end, and the call returns at once
+  (asynchronous dispatch). With it, on_token(step, tokens [batch], emitted [batch]) is called on
+  the host as each token is sampled (`emitted`: the row is still writing, the token is not a
+  stop), and the call returns when decoding is done: chat streams its reply this way.
   """
-  return _decode_loop(cfg, params, tokens, lengths, stop_ids, key, slots=slots,
-                      max_new_tokens=sampling.max_new_tokens,
-                      temperature=float(sampling.temperature), top_k=int(sampling.top_k),
-                      top_p=float(sampling.top_p), mesh=mesh,
-                      rules=tuple(rules) if mesh is not None else (), on_token=on_token)
+  run = functools.partial(
+      _decode_loop, cfg, params, tokens, lengths, stop_ids, key, slots=slots,
+      max_new_tokens=sampling.max_new_tokens, temperature=float(sampling.temperature),
+      top_k=int(sampling.top_k), top_p=float(sampling.top_p), mesh=mesh,
+      rules=tuple(rules) if mesh is not None else ())
+  if on_token is None:
+    return run(stream=False)
+  with _Stream.lock:
+    _Stream.listener = on_token
+    try:
+      return jax.block_until_ready(run(stream=True))
+    finally:
+      _Stream.listener = None
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "slots", "max_new_tokens", "temperature",
-                                             "top_k", "top_p", "mesh", "rules", "on_token"))
+                                             "top_k", "top_p", "mesh", "rules", "stream"))
 def _decode_loop(cfg, params, tokens, lengths, stop_ids, key, *, slots, max_new_tokens,
-                 temperature, top_k, top_p, mesh, rules, on_token) -> Samples:
+                 temperature, top_k, top_p, mesh, rules, stream) -> Samples:
   choose = functools.partial(filters.choose, temperature=temperature, top_k=top_k, top_p=top_p)
   sharded = (parallel.activation_sharding(mesh, rules) if mesh is not None
              else contextlib.nullcontext())
   with sharded:  # activations and the cache constrained by the rules while tracing
     return _decode(cfg, params, tokens, lengths, stop_ids, key, slots, max_new_tokens, choose,
-                   on_token)
+                   stream)
 
 
 def _decode(cfg, params, tokens, lengths, stop_ids, key, slots, max_new_tokens, choose,
-            on_token) -> Samples:
+            stream: bool) -> Samples:
   batch, width = tokens.shape
   start = width - lengths  # [batch], each row's first real slot
   cache = jax.tree.map(lambda c: parallel.constrain(c, CACHE_AXES),
@@ -167,8 +192,8 @@ def _decode(cfg, params, tokens, lengths, stop_ids, key, slots, max_new_tokens, 
             old.logprobs, jnp.where(emitted, logprob, 0.0)[:, None], (0, state.step)),
         lengths=old.lengths + emitted.astype(jnp.int32),
         stopped=old.stopped | ends)
-    if on_token is not None:
-      io_callback(on_token, None, state.step, token, emitted & ~ends)
+    if stream:
+      io_callback(_Stream.emit, None, state.step, token, emitted & ~ends)
     return state._replace(step=state.step + 1, key=key, done=state.done | ends, samples=samples)
 
   def feed_last_token(state: _Loop) -> _Loop:
@@ -195,11 +220,17 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def buckets(width: int, new_tokens: int, max_len: int) -> tuple[int, int]:
-  """(padded prompt width, cache slots), rounded up so that few shapes are ever compiled."""
-  padded = _round_up(width, 16)
+  """(padded prompt width, cache slots), rounded up so that few shapes are ever compiled.
+
+  Widths go up in powers of two from 16 (a conversation that grows turn by turn meets a new
+  shape only when it doubles); the cache then rounds up to a multiple of 64 slots.
+  """
+  padded = max(16, 1 << (width - 1).bit_length())
   slots = _round_up(padded + new_tokens, 64)
-  if slots > max_len:
-    padded, slots = width, width + new_tokens
+  if slots > max_len:  # near max_len: fewer spare slots, then no spare padding
+    slots = padded + new_tokens
+    if slots > max_len:
+      padded, slots = width, width + new_tokens
   return padded, slots
 
 

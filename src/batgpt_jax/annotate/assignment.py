@@ -210,8 +210,9 @@ def submit(session: orm.Session, user: models.User, assignment_id: int, answer: 
 
 
 def save_draft(session: orm.Session, user: models.User, assignment_id: int, data: dict) -> None:
+  """Keeps the labeller's unfinished answer; an answered (or lost) lease takes no more drafts."""
   lease = session.get(models.Assignment, assignment_id)
-  if lease is None or lease.user_id != user.id:
+  if lease is None or lease.user_id != user.id or lease.done:
     raise LookupError("no such lease")
   draft = session.scalars(sa.select(models.Draft).where(
       models.Draft.user_id == user.id, models.Draft.comparison_id == lease.comparison_id)).first()

@@ -28,6 +28,7 @@
   function saveSoon() {
     clearTimeout(timer);
     status.textContent = "Saving draft…";
+    status.dataset.state = "pending";  // until the newest change is stored, not an older one
     timer = setTimeout(save, 300);
   }
   function save() {
@@ -46,6 +47,8 @@
   }
   form.addEventListener("change", saveSoon);
   form.addEventListener("input", saveSoon);
+  // The submitted form carries everything; a draft saved after it would only be refused.
+  form.addEventListener("submit", function () { clearTimeout(timer); });
 
   function setRadio(name, value) {
     var input = form.querySelector('input[name="' + name + '"][value="' + value + '"]');
@@ -54,24 +57,35 @@
   function pick(side) {
     picked = side;
     ["left", "right"].forEach(function (s) {
-      document.querySelector('.answer[data-side="' + s + '"]').classList.toggle("picked", s === side);
+      var answer = document.querySelector('.answer[data-side="' + s + '"]');
+      answer.classList.toggle("picked", s === side);
     });
   }
 
   document.addEventListener("keydown", function (event) {
     var tag = event.target.tagName;
-    if (tag === "TEXTAREA" || tag === "SELECT" || (tag === "INPUT" && event.target.type === "text")) {
-      return;
-    }
+    var typing = tag === "TEXTAREA" || tag === "SELECT" ||
+                 (tag === "INPUT" && event.target.type === "text");
+    if (typing) { return; }
     if (event.ctrlKey || event.metaKey || event.altKey) { return; }
     var key = event.key.toLowerCase();
-    if (key === "enter") { event.preventDefault(); document.getElementById("submit").click(); return; }
+    if (key === "enter") {
+      event.preventDefault();
+      document.getElementById("submit").click();
+      return;
+    }
     if (key === "escape") { pick(null); return; }
     if (key === "g") { var g = document.getElementById("guidelines"); g.open = !g.open; return; }
     if (key === "a") { pick("left"); return; }
     if (key === "b") { pick("right"); return; }
-    if (picked && (key === "y" || key === "n")) { setRadio("acceptable_" + picked, key === "y" ? "yes" : "no"); return; }
-    if (picked && "12345".indexOf(key) >= 0 && key.length === 1) { setRadio("helpfulness_" + picked, key); return; }
+    if (picked && (key === "y" || key === "n")) {
+      setRadio("acceptable_" + picked, key === "y" ? "yes" : "no");
+      return;
+    }
+    if (picked && key.length === 1 && "12345".indexOf(key) >= 0) {
+      setRadio("helpfulness_" + picked, key);
+      return;
+    }
     if (overall[key]) { setRadio("choice", overall[key]); }
   });
 }());

@@ -115,3 +115,21 @@ def test_stats_command_prints_the_figures(sqlite_url, tmp_path, capsys):
   assert figures["project"] == "p" and figures["judgments"] == 0
   with pytest.raises(SystemExit, match=r"no project 'nope'; the database has \['p'\]"):
     command.main(["stats", "--db", sqlite_url, "--project", "nope"])
+
+
+def test_split_votes_export_as_a_tie_without_margin(sqlite_url, tmp_path, make_app):
+  command.main(["import", "--db", sqlite_url, "--project", "p", "--input",
+                _write(tmp_path / "in.jsonl", RECORDS[:1]), "--votes", "2"])
+  add_users(sqlite_url, {"ann": "labeller", "bob": "labeller"})
+  app = make_app(sqlite_url)
+  ann, bob = app.test_client(), app.test_client()
+  login(ann, "ann")
+  login(bob, "bob")
+  _answer(ann, 1, {"Paris.": "A3", "Lyon.": "B3"})   # Paris, much better
+  _answer(bob, 1, {"Paris.": "B1", "Lyon.": "A1"})   # Lyon, slightly better
+  out = tmp_path / "out.jsonl"
+  command.main(["export", "--db", sqlite_url, "--project", "p", "--output", str(out)])
+  (record,) = exchange.preference_schema().read_jsonl(out)
+  # One vote each way: p = 1/2, a tie; chosen/rejected keep the canonical (import) order.
+  assert (record["chosen"], record["rejected"], record["tie"], record["p_chosen"],
+          record["margin"], record["weight"]) == ("Paris.", "Lyon.", True, 0.5, 0.0, 2.0)

@@ -24,6 +24,19 @@ def world(sqlite_url, make_app):
   return sqlite_url, make_app(sqlite_url)
 
 
+OPEN = {"auth.login", "static", "healthz"}  # the only endpoints an anonymous visitor may use
+
+
+def _routes(app, method: str) -> list[str]:
+  """Every URL of the app answering `method`, with 1 for each id: new pages are covered too."""
+  urls = []
+  for rule in app.url_map.iter_rules():
+    if method in rule.methods and rule.endpoint not in OPEN:
+      urls.append(rule.build({name: 1 for name in rule.arguments}, append_unknown=False)[1])
+  assert urls, method
+  return sorted(urls)
+
+
 def _judge_one(client) -> None:
   page = client.get("/label/1").text
   action = re.search(r'action="(/label/\d+/submit/\d+)"', page).group(1)
@@ -38,18 +51,22 @@ def test_anonymous_requests_are_redirected_or_refused_and_write_nothing(world):
   helper.get("/label/1")
   before = table_counts(url)
   anonymous = app.test_client()
-  for path in ("/", "/label", "/label/1", "/history", "/judgment/1", "/admin",
-               "/admin/project/1"):
+  gets = _routes(app, "GET")
+  assert {"/label", "/label/1", "/history", "/judgment/1", "/admin", "/admin/project/1"} <= \
+      set(gets)
+  for path in gets:
     response = anonymous.get(path)
     if path == "/":
       response = anonymous.get(response.headers["Location"])
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
   token = csrf_of(anonymous.get("/login").text)  # a valid token, just no login
-  for path, kwargs in (("/label/1/submit/2", {"data": filled_form(token)}),
-                       ("/api/draft/2", {"json": {"choice": "A1"},
-                                         "headers": {"X-CSRFToken": token}}),
-                       ("/logout", {"data": {"csrf_token": token}})):
-    assert anonymous.post(path, **kwargs).status_code == 401
+  posts = _routes(app, "POST")
+  assert posts == ["/api/draft/1", "/label/1/submit/1", "/logout"]
+  for path in posts:
+    response = anonymous.post(path, data=filled_form(token), headers={"X-CSRFToken": token})
+    assert response.status_code == 401
+  assert anonymous.post("/api/draft/2", json={"choice": "A1"},
+                        headers={"X-CSRFToken": token}).status_code == 401
   assert table_counts(url) == before
 
 
@@ -94,16 +111,19 @@ def test_post_without_valid_csrf_changes_nothing(world):
   login(client, "ann")
   page = client.get("/label/1").text
   action = re.search(r'action="(/label/\d+/submit/\d+)"', page).group(1)
+  other = app.test_client()
+  login(other, "bob")
+  valid_elsewhere = csrf_of(other.get("/label/1").text)  # a real token, of another session
   before = table_counts(url)
-  for token in (None, "forged-token"):
+  for token in (None, "forged-token", valid_elsewhere):
     form = filled_form(token or "")
     if token is None:
       del form["csrf_token"]
     headers = {} if token is None else {"X-CSRFToken": token}
+    for path in _routes(app, "POST"):  # every state-changing endpoint, form and header alike
+      assert client.post(path, data=form).status_code == 400, path
     assert client.post(action, data=form).status_code == 400
     assert client.post("/api/draft/1", json={"choice": "A1"}, headers=headers).status_code == 400
-    assert client.post("/logout", data={} if token is None else {"csrf_token": token}
-                       ).status_code == 400
     fresh = app.test_client()
     fresh.get("/login")
     assert fresh.post("/login", data={"username": "bob", "password": PASSWORD,
@@ -194,3 +214,14 @@ def test_model_names_reach_admins_only(sqlite_url, make_app):
   ranking = admin.get("/admin/project/1").text
   assert "secret-model-alpha" in ranking and "secret-model-beta" in ranking
   assert ranking.count("<rect") == 2 and "<svg" in ranking  # the Bradley-Terry plot
+
+
+def test_login_redirects_only_within_the_site(world):
+  _, app = world
+  for target, landing in (("/history", "/history"), ("https://evil.example/x", "/label"),
+                          ("//evil.example", "/label"), ("javascript:alert(1)", "/label")):
+    client = app.test_client()
+    token = csrf_of(client.get("/login").text)
+    response = client.post("/login", data={"username": "ann", "password": PASSWORD,
+                                           "csrf_token": token, "next": target})
+    assert response.status_code == 303 and response.headers["Location"] == landing

@@ -200,7 +200,9 @@ def _human_record(comparison, judgments, ratings, texts, prompt) -> dict | None:
       flags.add(f"{side}_unacceptable")
   return {**_context(prompt), "chosen": texts[chosen], "rejected": texts[rejected],
           "tie": tie, "p_chosen": round(max(p_a, 1 - p_a), 6),
-          "margin": round(max(0.0, sum(signed) / len(signed)), 6), "source": "human",
+          # A tie names no better side, so it has no margin either.
+          "margin": 0.0 if tie else round(max(0.0, sum(signed) / len(signed)), 6),
+          "source": "human",
           "weight": float(len(counted)), "flags": sorted(flags)}
 
 

@@ -35,6 +35,24 @@ def random_logits(seed=0, shape=(2, 6), vocab=11):
   return logits, targets
 
 
+def trained_like_params(cfg, seed: int = 0) -> dict:
+  """Random weights with gains and biases off 1 and 0, so that no growth rule hides behind them.
+  (numpy, from the abstract shapes: building the NNX model costs seconds per config.)"""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from batgpt_jax.model import transformer  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name, noise = str(path[-1].key), rng.standard_normal(leaf.shape)
+    value = (1.0 + 0.3 * noise if name == "scale" else
+             0.2 * noise if name.endswith("_bias") else cfg.init_std * noise)
+    return jnp.asarray(value, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, transformer.abstract_params(cfg))
+
+
 @pytest.fixture
 def axis_rules():
   """The logical axis rules of gin/mesh/rules.gin."""

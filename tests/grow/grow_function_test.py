@@ -8,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import trained_like_params
+
 from batgpt_jax.grow import params as grow_params
 from batgpt_jax.grow import verify
 from batgpt_jax.grow.plan import plan_growth
@@ -29,20 +31,6 @@ def grown_config(small: ModelConfig, n: int, m: int, n_layers: int) -> ModelConf
   kv = 1 if small.n_kv_heads == 1 else n * small.n_kv_heads
   return ModelConfig(**{**small.to_dict(), "hidden": n * small.hidden, "n_heads": n * small.n_heads,
                         "n_kv_heads": kv, "ffn": m * small.ffn, "n_layers": n_layers})
-
-
-def trained_like_params(cfg: ModelConfig, seed: int = 0) -> dict:
-  """Random weights with gains and biases off 1 and 0, so that no growth rule hides behind them.
-  (numpy, from the abstract shapes: building the NNX model costs seconds per config.)"""
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name, noise = str(path[-1].key), rng.standard_normal(leaf.shape)
-    value = (1.0 + 0.3 * noise if name == "scale" else
-             0.2 * noise if name.endswith("_bias") else cfg.init_std * noise)
-    return jnp.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(draw, transformer.abstract_params(cfg))
 
 
 def prefix_probe(vocab_size: int, length: int = 12, seed: int = 3):

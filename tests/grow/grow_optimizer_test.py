@@ -6,9 +6,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from grow_function_test import trained_like_params as _random_params
 import optax
 import pytest
+from conftest import trained_like_params as _random_params
 
 from batgpt_jax import parallel
 from batgpt_jax.grow import optimizer as grow_optimizer

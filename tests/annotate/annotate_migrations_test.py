@@ -3,6 +3,7 @@
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -68,4 +69,17 @@ def test_alembic_command_line_upgrade_head(empty_db):
   engine = db.make_engine(empty_db)
   assert migrate.current_revision(engine) == "0001"
   assert "judgments" in sa.inspect(engine).get_table_names()
+  engine.dispose()
+
+
+def test_sqlite_pages_that_only_read_do_not_wait_for_a_writer(sqlite_url):
+  engine = db.make_engine(sqlite_url)
+  with engine.connect() as writer:
+    writer.begin()  # BEGIN IMMEDIATE: holds the write lock
+    writer.exec_driver_sql("INSERT INTO settings (key, value) VALUES ('k', 'uncommitted')")
+    started = time.monotonic()
+    with db.transaction(db.session_factory(engine, read_only=True)) as session:
+      assert session.scalar(sa.select(sa.func.count()).select_from(models.Setting)) == 0
+    assert time.monotonic() - started < 2  # not the 30 s busy timeout
+    writer.rollback()
   engine.dispose()

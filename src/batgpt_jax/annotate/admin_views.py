@@ -24,7 +24,7 @@ def admin_required(view):
 @blueprint.get("")
 @admin_required
 def index():
-  with db.transaction(app_module.sessions()) as session:
+  with db.transaction(app_module.sessions(read_only=True)) as session:
     counts = session.execute(
         sa.select(models.Project.id, models.Project.name, models.Project.votes_required,
                   sa.select(sa.func.count()).select_from(models.Comparison)
@@ -49,7 +49,7 @@ def ranking_plot(ranking: list[dict]) -> dict:
 @blueprint.get("/project/<int:project_id>")
 @admin_required
 def project(project_id: int):
-  with db.transaction(app_module.sessions()) as session:
+  with db.transaction(app_module.sessions(read_only=True)) as session:
     found = session.get(models.Project, project_id)
     if found is None:
       flask.abort(404, "No such project.")

@@ -7,7 +7,6 @@ import secrets
 import flask
 import flask_login
 import flask_wtf
-import sqlalchemy as sa
 
 from batgpt_jax.annotate import db, migrate, models
 
@@ -68,6 +67,8 @@ def create_app(db_url: str, secure_cookies: bool = False, check_schema: bool = T
   )
   app.extensions["annotate_engine"] = engine
   app.extensions["annotate_sessions"] = factory
+  reads = db.session_factory(engine, read_only=True)
+  app.extensions["annotate_reads"] = reads
   flask_wtf.CSRFProtect(app)
   logins = flask_login.LoginManager(app)
   logins.session_protection = None  # tokens in the id already bind the cookie to one login
@@ -77,7 +78,7 @@ def create_app(db_url: str, secure_cookies: bool = False, check_schema: bool = T
     number, _, token = user_id.partition(":")
     if not number.isdigit() or not token:
       return None
-    with factory() as session:
+    with reads() as session:
       user = session.get(models.User, int(number))
       if user is None or not user.active or not secrets.compare_digest(user.session_token, token):
         return None
@@ -117,15 +118,11 @@ def create_app(db_url: str, secure_cookies: bool = False, check_schema: bool = T
   return app
 
 
-def sessions():
-  """The current app's sessionmaker."""
-  return flask.current_app.extensions["annotate_sessions"]
+def sessions(read_only: bool = False):
+  """The current app's sessionmaker; `read_only` ones must not write (SQLite: BEGIN DEFERRED)."""
+  return flask.current_app.extensions["annotate_reads" if read_only else "annotate_sessions"]
 
 
 def dispose(app: flask.Flask) -> None:
   app.extensions["annotate_engine"].dispose()
 
-
-def users_count(app: flask.Flask) -> int:
-  with app.extensions["annotate_sessions"]() as session:
-    return session.scalar(sa.select(sa.func.count()).select_from(models.User))

@@ -40,8 +40,10 @@ def _sqlite_pragmas(engine: sa.Engine) -> None:
   @event.listens_for(engine, "begin")
   def _on_begin(connection):
     # IMMEDIATE takes the write lock at BEGIN: two requests that read-then-write (leases) run
-    # one after the other instead of both reading the same free slot.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # one after the other instead of both reading the same free slot. Pure reads (see
+    # `session_factory(read_only=True)`) begin DEFERRED and, under WAL, wait for no writer.
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -57,7 +59,10 @@ def make_engine(url: str) -> sa.Engine:
   return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def session_factory(engine: sa.Engine) -> orm.sessionmaker:
+def session_factory(engine: sa.Engine, read_only: bool = False) -> orm.sessionmaker:
+  """Sessions for read-write work, or (`read_only`) for pages that only read."""
+  if read_only:
+    engine = engine.execution_options(sqlite_begin="DEFERRED")
   return orm.sessionmaker(engine, expire_on_commit=False)
 
 

@@ -44,7 +44,7 @@ def _item(session, lease: models.Assignment) -> dict:
 @blueprint.get("/label")
 @flask_login.login_required
 def index():
-  with db.transaction(app_module.sessions()) as session:
+  with db.transaction(app_module.sessions(read_only=True)) as session:
     projects = session.scalars(sa.select(models.Project).order_by(models.Project.id)).all()
     listing = [{"id": p.id, "name": p.name} for p in projects]
   if len(listing) == 1:
@@ -147,7 +147,7 @@ def _like(text: str) -> str:
 @flask_login.login_required
 def history():
   query = flask.request.args.get("q", "")[:200]
-  with db.transaction(app_module.sessions()) as session:
+  with db.transaction(app_module.sessions(read_only=True)) as session:
     statement = (sa.select(models.Judgment.id, models.Judgment.outcome, models.Judgment.created_at,
                            models.Prompt.text)
                  .join(models.Comparison, models.Judgment.comparison_id == models.Comparison.id)
@@ -163,7 +163,7 @@ def history():
 @blueprint.get("/judgment/<int:judgment_id>")
 @flask_login.login_required
 def judgment(judgment_id: int):
-  with db.transaction(app_module.sessions()) as session:
+  with db.transaction(app_module.sessions(read_only=True)) as session:
     found = session.get(models.Judgment, judgment_id)
     # Someone else's judgment does not exist for a labeller (404, not 403: ids reveal nothing).
     if found is None or (found.user_id != flask_login.current_user.id

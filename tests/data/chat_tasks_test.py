@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import seqio
 
-from batgpt_jax.data import chat, pipeline, tasks, vocab
+from batgpt_jax.data import chat, chat_records, pipeline, tasks, vocab
 
 SEQ_LEN = 128
 
@@ -39,7 +39,7 @@ def _examples(name, split="train", shard=None):
 
 
 def _expected(vocabulary, record, **kwargs):
-  conversation = tasks.chat_records.conversation_from_record(record, "auto", "test")
+  conversation = chat_records.conversation_from_record(record, "auto", "test")
   return chat.training_example(vocabulary, conversation, seq_len=SEQ_LEN, eos_id=vocab.EOS_ID,
                                **kwargs)
 

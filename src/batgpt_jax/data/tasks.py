@@ -6,14 +6,9 @@ A source is a small frozen, gin-configurable description (`DefaultCorpus`, `Text
 a seqio Task whose output feature is 'targets' (token ids ending in EOS); `register_mixture`
 mixes several by rate.
 
-Instruction sources. Their Tasks also output 'loss_mask' (int32, one per target: 1 on assistant
-replies and their <eop>, see data/chat.py), and they depend on the sequence length: a
-conversation is rendered and tokenized in Python, then fitted to `seq_len` by dropping its
-oldest turns (`chat.training_example`). The pipeline passes `TrainConfig.seq_len` to
-`register_mixture`, so one gin setting decides both the rows and the truncation. A conversation
-that does not fit even with its system prompt and last turn alone is SKIPPED and COUNTED
-(`overlong_conversation_count()`), like the invalid lines below. A record that is valid JSON but
-not a conversation (data/chat_records.py) raises, naming file:line.
+Instruction sources are declared here and read and registered by data/chat_tasks.py: their
+Tasks also output 'loss_mask', and they depend on the sequence length (`register_task(...,
+seq_len=)`; the pipeline passes TrainConfig.seq_len).
 
 Splits. TFDS sources use their own splits. For the embedded corpus, document number i is held
 out for 'validation' when i % validation_split.eval_every == 0 (default 1 in 50); for file
@@ -39,7 +34,6 @@ task is registered, naming the source and what to change.
 import dataclasses
 import functools
 import hashlib
-import itertools
 import json
 import logging
 import threading
@@ -50,8 +44,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from batgpt_jax.data import chat, chat_records, corpus, instructions
-from batgpt_jax.data.vocab import EOS_ID
+from batgpt_jax.data import chat_records, corpus
 
 SPLITS = ("train", "validation")
 DOCUMENT_MODES = ("line", "blank_line")
@@ -151,7 +144,8 @@ _SKIPPED = {"invalid UTF-8": set(), "invalid JSON": set(), "conversation too lon
 _SKIPPED_LOCK = threading.Lock()
 
 
-def _skip_line(reason: str, path: str, lineno: int, detail: str) -> None:
+def skip_line(reason: str, path: str, lineno: int, detail: str) -> None:
+  """Counts path:lineno as skipped for `reason` (once), logging the first few."""
   with _SKIPPED_LOCK:
     seen = _SKIPPED[reason]
     if (path, lineno) in seen:
@@ -194,20 +188,21 @@ def matching_files(file_pattern: str) -> list[str]:
   return sorted(files)
 
 
-def _decoded_lines(path: str) -> Iterator[tuple[int, str]]:
+def decoded_lines(path: str) -> Iterator[tuple[int, str]]:
+  """(line number, text) of each valid UTF-8 line; others are skipped and counted."""
   with tf.io.gfile.GFile(path, "rb") as f:
     for lineno, raw in enumerate(f, start=1):
       try:
         line = raw.decode("utf-8")
       except UnicodeDecodeError as err:
-        _skip_line("invalid UTF-8", path, lineno, str(err))
+        skip_line("invalid UTF-8", path, lineno, str(err))
         continue
       yield lineno, line.rstrip("\n").rstrip("\r")
 
 
 def _text_file_documents(path: str, mode: str) -> Iterator[str]:
   paragraph = []
-  for _, line in _decoded_lines(path):
+  for _, line in decoded_lines(path):
     if mode == "line":
       if line.strip():
         yield line
@@ -221,13 +216,13 @@ def _text_file_documents(path: str, mode: str) -> Iterator[str]:
 
 
 def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
-  for lineno, line in _decoded_lines(path):
+  for lineno, line in decoded_lines(path):
     if not line.strip():
       continue
     try:
       record = json.loads(line)
     except json.JSONDecodeError as err:
-      _skip_line("invalid JSON", path, lineno, str(err))
+      skip_line("invalid JSON", path, lineno, str(err))
       continue
     if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
       found = sorted(record) if isinstance(record, dict) else type(record).__name__
@@ -261,22 +256,23 @@ def _of_split(documents: Iterator[str], split: str) -> Iterator[str]:
       yield doc
 
 
-def _every_nth(items: Iterator, index: int, num_shards: int) -> Iterator:
+def every_nth(items: Iterator, index: int, num_shards: int) -> Iterator:
+  """Items j with j % num_shards == index: a data shard of a stream every shard reads."""
   for j, item in enumerate(items):
     if j % num_shards == index:
       yield item
 
 
-def _shard_of_files(files: list[str], read_file, split: str, index: int,
-                    num_shards: int) -> Iterator:
+def shard_of_files(files: list[str], read_file, split: str, index: int,
+                   num_shards: int) -> Iterator:
   """Shard `index` of the split of the items that `read_file(path)` gives for each file."""
   if len(files) >= num_shards:  # whole files per shard: read only this shard's files
     for path in files[index::num_shards]:
       yield from _of_split(read_file(path), split)
     return
   streams = [read_file(path) for path in files]
-  yield from _every_nth((item for stream in streams for item in _of_split(stream, split)),
-                        index, num_shards)
+  yield from every_nth((item for stream in streams for item in _of_split(stream, split)),
+                       index, num_shards)
 
 
 def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> Iterator[str]:
@@ -288,67 +284,18 @@ def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> It
   if split not in SPLITS:
     raise ValueError(f"split={split!r}; expected one of {SPLITS}.")
   if isinstance(source, INSTRUCTION_SOURCES):
-    yield from (c.text() for _, c in raw_conversations(source, split, index, num_shards))
+    from batgpt_jax.data import chat_tasks  # pylint: disable=import-outside-toplevel  # imports us
+    yield from (c.text() for _, c in chat_tasks.raw_conversations(source, split, index,
+                                                                  num_shards))
   elif isinstance(source, TfdsDataset):
     yield from _tfds_documents(source, split, index, num_shards)
   elif isinstance(source, DefaultCorpus):
-    yield from _every_nth(_of_split(iter(corpus.read_default_documents()), split), index,
-                          num_shards)
+    yield from every_nth(_of_split(iter(corpus.read_default_documents()), split), index,
+                         num_shards)
   else:
-    yield from _shard_of_files(matching_files(source.file_pattern),
-                               functools.partial(_file_documents, source), split, index,
-                               num_shards)
-
-
-# ---------------------------------------------------------------------------------------------
-# Raw conversations: (where, chat.Conversation), where = 'file:line'.
-
-def _jsonl_conversations(source: ChatJsonl, path: str) -> Iterator[tuple[str, chat.Conversation]]:
-  for lineno, line in _decoded_lines(path):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as err:
-      _skip_line("invalid JSON", path, lineno, str(err))
-      continue
-    where = f"{path}:{lineno}"
-    yield where, chat_records.conversation_from_record(record, source.format, where)
-
-
-def _default_conversations(split: str) -> Iterator[tuple[str, chat.Conversation]]:
-  for where, record in instructions.read_default_records(split):
-    yield where, chat_records.conversation_from_record(record, "messages", where)
-
-
-def raw_conversations(source, split: str, index: int = 0,
-                      num_shards: int = 1) -> Iterator[tuple[str, chat.Conversation]]:
-  """(file:line, Conversation) of data shard `index` of `num_shards` of an instruction split."""
-  if split not in SPLITS:
-    raise ValueError(f"split={split!r}; expected one of {SPLITS}.")
-  if isinstance(source, DefaultInstructions):
-    yield from _every_nth(_default_conversations(split), index, num_shards)
-  elif isinstance(source, ChatJsonl):
-    yield from _shard_of_files(matching_files(source.file_pattern),
-                               functools.partial(_jsonl_conversations, source), split, index,
-                               num_shards)
-  else:
-    raise TypeError(f"Expected a ChatJsonl or DefaultInstructions source, found {source!r}.")
-
-
-def chat_examples(source, vocabulary, split: str, *, seq_len: int, index: int = 0,
-                  num_shards: int = 1) -> Iterator[dict]:
-  """{'targets', 'loss_mask'} of each conversation of the shard, fitted to seq_len."""
-  for where, conversation in raw_conversations(source, split, index, num_shards):
-    example = chat.training_example(vocabulary, conversation, seq_len=seq_len, eos_id=EOS_ID,
-                                    last_turn_only=source.last_turn_only)
-    if example is None:
-      path, lineno = where.rsplit(":", 1)
-      _skip_line("conversation too long", path, int(lineno),
-                 f"its system prompt and last turn need more than seq_len={seq_len} tokens; "
-                 "raise TrainConfig.seq_len or shorten it")
-      continue
-    yield example
+    yield from shard_of_files(matching_files(source.file_pattern),
+                              functools.partial(_file_documents, source), split, index,
+                              num_shards)
 
 
 def _tfds_split(source: TfdsDataset, split: str) -> str:
@@ -362,7 +309,7 @@ def _tfds_documents(source: TfdsDataset, split: str, index: int, num_shards: int
     try:
       yield example[source.text_feature].decode("utf-8")
     except UnicodeDecodeError as err:
-      _skip_line("invalid UTF-8", f"{source.name}:{split}", n, str(err))
+      skip_line("invalid UTF-8", f"{source.name}:{split}", n, str(err))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,30 +333,6 @@ def _check_files(source) -> None:
                    "(document 0 is held out for validation, the rest are for training). "
                    "Point it at files with text, or check TextFiles.documents ('line' or "
                    "'blank_line').")
-
-
-_CHECK_RECORDS = 10_000  # records parsed at registration, so most format errors show at once
-
-
-def _all_conversations(source) -> Iterator[tuple[str, chat.Conversation]]:
-  if isinstance(source, DefaultInstructions):
-    for split in SPLITS:
-      yield from _default_conversations(split)
-    return
-  for path in matching_files(source.file_pattern):
-    yield from _jsonl_conversations(source, path)
-
-
-def _check_conversations(source, vocabulary) -> None:
-  if isinstance(source, ChatJsonl) and not matching_files(source.file_pattern):
-    raise ValueError(f"{describe(source)}: no file matches {source.file_pattern!r}. Set "
-                     "ChatJsonl.file_pattern to existing JSONL files (globs, comma-separated).")
-  first = [c for _, c in itertools.islice(_all_conversations(source), _CHECK_RECORDS)]
-  if len(first) < 2:
-    raise ValueError(f"{describe(source)} has {len(first)} conversation(s); it needs at least 2 "
-                     "(record 0 of each file is held out for validation, the rest are for "
-                     "training). Point it at JSONL files with conversations.")
-  chat.rendered(vocabulary, first[0])  # checks once, before any batch, that the tokenizer fits
 
 
 def _check_tfds(source: TfdsDataset) -> None:
@@ -442,7 +365,7 @@ def _check_tfds(source: TfdsDataset) -> None:
 # ---------------------------------------------------------------------------------------------
 # seqio registration.
 
-class _ShardedFunctionSource(seqio.FunctionDataSource):
+class ShardedFunctionSource(seqio.FunctionDataSource):
   """A FunctionDataSource whose function is given the host's ShardInfo and reads only its share.
 
   seqio's own FunctionDataSource would read everything on every host and shard afterwards.
@@ -467,56 +390,21 @@ def _documents_dataset(split: str, shuffle_files: bool, *, source,
   return ds.map(lambda text: {"text": text})
 
 
-def _chat_dataset(split: str, shuffle_files: bool, *, source, vocabulary, seq_len: int,
-                  shard_info: seqio.ShardInfo | None = None) -> tf.data.Dataset:
-  del shuffle_files  # order is fixed; the pipeline shuffles conversations
-  index, num_shards = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
-  generate = functools.partial(chat_examples, source, vocabulary, split, seq_len=seq_len,
-                               index=index, num_shards=num_shards)
-  ids = tf.TensorSpec((None,), tf.int32)
-  return tf.data.Dataset.from_generator(generate,
-                                        output_signature={"targets": ids, "loss_mask": ids})
-
-
 def _data_source(source) -> seqio.DataSource:
   if isinstance(source, TfdsDataset):
     return seqio.TfdsDataSource(
         tfds_name=source.name, tfds_data_dir=source.data_dir, read_only=True,
         splits={"train": source.train_split, "validation": source.eval_split})
-  return _ShardedFunctionSource(functools.partial(_documents_dataset, source=source),
+  return ShardedFunctionSource(functools.partial(_documents_dataset, source=source),
                                 splits=SPLITS)
 
 
-def _vocabulary_digest(vocabulary) -> str:
+def vocabulary_digest(vocabulary) -> str:
   return hashlib.sha256(vocabulary.sp_model).hexdigest()[:12]
 
 
-def _digest(*parts) -> str:
+def digest(*parts) -> str:
   return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-def _register_chat_task(source, vocabulary, seq_len: int | None) -> str:
-  if seq_len is None or seq_len < 2:
-    raise ValueError(f"{describe(source)} is instruction data: its conversations are fitted to "
-                     f"the sequence length, so register it with seq_len >= 2 (found {seq_len}; "
-                     "the pipeline passes TrainConfig.seq_len).")
-  every = None if isinstance(source, DefaultInstructions) else validation_split()
-  name = (f"batgpt_{type(source).__name__.lower()}_"
-          f"{_digest(describe(source), every, seq_len, _vocabulary_digest(vocabulary))}")
-  if name in seqio.TaskRegistry.names():
-    return name
-  _check_conversations(source, vocabulary)
-  dataset_fn = functools.partial(_chat_dataset, source=source, vocabulary=vocabulary,
-                                 seq_len=seq_len)
-  seqio.TaskRegistry.add(
-      name,
-      source=_ShardedFunctionSource(dataset_fn, splits=SPLITS),
-      preprocessors=[],  # rendered and tokenized by chat_examples
-      output_features={
-          "targets": seqio.Feature(vocabulary, add_eos=True, dtype=tf.int32),
-          "loss_mask": seqio.Feature(seqio.PassThroughVocabulary(2), add_eos=False,
-                                     dtype=tf.int32)})
-  return name
 
 
 def register_task(source, vocabulary, *, seq_len: int | None = None) -> str:
@@ -526,13 +414,14 @@ def register_task(source, vocabulary, *, seq_len: int | None = None) -> str:
   others ignore it.
   """
   if isinstance(source, INSTRUCTION_SOURCES):
-    return _register_chat_task(source, vocabulary, seq_len)
+    from batgpt_jax.data import chat_tasks  # pylint: disable=import-outside-toplevel  # imports us
+    return chat_tasks.register_task(source, vocabulary, seq_len=seq_len)
   if not isinstance(source, (DefaultCorpus, TextFiles, JsonlFiles, TfdsDataset)):
     raise TypeError(f"Expected a DefaultCorpus, TextFiles, JsonlFiles, TfdsDataset, ChatJsonl or "
                     f"DefaultInstructions source, found {source!r}.")
   every = None if isinstance(source, TfdsDataset) else validation_split()
   name = (f"batgpt_{type(source).__name__.lower()}_"
-          f"{_digest(describe(source), every, _vocabulary_digest(vocabulary))}")
+          f"{digest(describe(source), every, vocabulary_digest(vocabulary))}")
   if name in seqio.TaskRegistry.names():
     return name
   if isinstance(source, TfdsDataset):
@@ -579,7 +468,7 @@ def register_mixture(sources_and_rates: Sequence[tuple], vocabulary, *,
            for source, rate in pairs]
   if len(tasks) == 1:
     return tasks[0][0]
-  name = f"batgpt_mixture_{_digest(tasks)}"
+  name = f"batgpt_mixture_{digest(tasks)}"
   if name not in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.add(name, tasks)
   return name

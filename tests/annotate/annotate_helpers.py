@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import warnings
 
 import argon2
 import pytest
@@ -93,12 +94,23 @@ def fresh_postgres(server_url: str) -> str:
   return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
-def drop_postgres(server_url: str, url: str) -> None:
+def drop_postgres(server_url: str, url: str, attempts: int = 5) -> None:
+  """Drops a test database. Housekeeping only: an autovacuum worker still in it can refuse a
+  non-superuser for a moment, so this retries, and at worst leaves the database behind."""
+  name = sa.make_url(url).database
   engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-  with engine.connect() as connection:
-    connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {sa.make_url(url).database} "
-                               "WITH (FORCE)")
-  engine.dispose()
+  try:
+    for attempt in range(attempts):
+      try:
+        with engine.connect() as connection:
+          connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        return
+      except sa.exc.DBAPIError as err:
+        if attempt + 1 == attempts:
+          warnings.warn(f"could not drop test database {name}: {err.orig}")
+        time.sleep(0.5)
+  finally:
+    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

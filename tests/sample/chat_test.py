@@ -37,7 +37,7 @@ def _prompts(log: str) -> list[str]:
 
 def test_history_system_and_reset(session):
   chat_command.converse(session, ["Hello there", "What did I say?", "/system Be brief.",
-                                  "Third", "/reset", "Again", "/nonsense"])
+                                  "Third", "/reset", "Again", "/nonsense", "long " * 1100])
   prompts = _prompts(session.log.getvalue())
   replies = session.out.getvalue().split("\n")  # one line per reply, as streamed
   a1, a2 = replies[0].strip(), replies[1].strip()
@@ -48,6 +48,7 @@ def test_history_system_and_reset(session):
   assert prompts[3] == chat.chat_prompt("Again", system="Be brief.")  # history forgotten
   assert session.history == [("Again", replies[3].strip())]
   assert "unknown command '/nonsense'" in session.log.getvalue()
+  assert "error: The longest prompt" in session.log.getvalue()  # said, and the chat goes on
 
 
 def test_streamed_text_is_the_reply(session):

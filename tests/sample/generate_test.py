@@ -9,13 +9,13 @@ from batgpt_jax.sample import engine, generate, text
 
 @pytest.fixture
 def run(tiny_run, data_tiny_vocab_path, capsys):
-  """run(*flags) -> stdout of `batgpt generate` on the tiny run (5 new tokens)."""
+  """run(*flags) -> stdout of `batgpt generate` on the tiny run (10 new tokens)."""
   parser = argparse.ArgumentParser(prog="batgpt")
   generate.add_generate_command(parser.add_subparsers(dest="command", required=True))
 
   def run_generate(*flags):
     args = parser.parse_args(["generate", f"--checkpoint={tiny_run}",
-                              f"--vocab={data_tiny_vocab_path}", "--max_new_tokens=5", *flags])
+                              f"--vocab={data_tiny_vocab_path}", "--max_new_tokens=10", *flags])
     assert args.run(args, "") == 0
     return capsys.readouterr().out
   return run_generate
@@ -23,10 +23,10 @@ def run(tiny_run, data_tiny_vocab_path, capsys):
 
 def test_generate_prints_the_whole_text_with_its_spaces(run, batgpt_model, data_tiny_vocab):
   cfg, params = batgpt_model
-  prompts = ["The baker sells bread to", "A dog"]
+  prompts = ["The baker sells bread to", "The cat", "A dog"]
   out = run(*(f"--prompt={p}" for p in prompts))
   ids = [text.prompt_ids(data_tiny_vocab, p, "l2r") for p in prompts]
-  new = engine.generate_ids(cfg, params, ids, engine.SamplingConfig(max_new_tokens=5))
+  new = engine.generate_ids(cfg, params, ids, engine.SamplingConfig(max_new_tokens=10))
   for i, (prompt, new_ids) in enumerate(zip(ids, new)):
     whole = data_tiny_vocab.decode(prompt[1:] + new_ids)  # decoded at once: every space in place
     assert f"--- [{i}] ---\n{whole}\n" in out
@@ -37,13 +37,13 @@ def test_generate_r2l_writes_what_comes_before(run, batgpt_model, data_tiny_voca
   cfg, params = batgpt_model
   out = run("--prompt=the end.", "--direction=r2l")
   prompt = text.prompt_ids(data_tiny_vocab, "the end.", "r2l")
-  new = engine.generate_ids(cfg, params, [prompt], engine.SamplingConfig(max_new_tokens=5))[0]
+  new = engine.generate_ids(cfg, params, [prompt], engine.SamplingConfig(max_new_tokens=10))[0]
   whole = data_tiny_vocab.decode(new[::-1] + prompt[1:][::-1])
   assert out == f"--- [0] ---\n{whole}\n" and whole.endswith("the end.")
 
 
 def test_generate_sampling_chat_and_bad_flags(run):
-  out = run("--prompt=The cat", "--prompt=A dog", "--temperature=0.8", "--top_k=20",
+  out = run("--prompt=The cat", "--prompt=A dog", "--temperature=0.7", "--top_k=50",
             "--top_p=0.9", "--seed=3", "--stop=<eop>")
   assert "--- [0] ---\nThe cat" in out and "--- [1] ---\nA dog" in out
   assert run("--prompt=Hi", "--chat", "--system=Be brief.").startswith("--- [0] ---\n")

@@ -89,7 +89,9 @@ class ChatSession:
     if not bool(np.asarray(emitted)[0]):
       return
     self._streamed[int(step)] = int(np.asarray(tokens)[0])
-    ids = [self._streamed[i] for i in range(len(self._streamed)) if i in self._streamed]
+    ids = []  # the tokens so far, in step order
+    while len(ids) in self._streamed:
+      ids.append(self._streamed[len(ids)])
     shown = self.loaded.vocabulary.decode(ids).lstrip()
     # Hold back a partial UTF-8 character (byte-fallback pieces) until it is complete.
     if shown.endswith("\ufffd") or not shown.startswith(self._printed):
@@ -132,7 +134,11 @@ def converse(session: ChatSession, lines: Iterable[str]) -> None:
       print(f"# unknown command {line.split()[0]!r}; commands: {COMMANDS}", file=session.log,
             flush=True)
     else:
-      session.reply(line)
+      try:
+        session.reply(line)
+      except ValueError as err:  # e.g. one query longer than the model: say so, keep chatting
+        session.out.write("\n")
+        print(f"error: {err}", file=session.log, flush=True)
 
 
 def _chat(args, gin_text: str) -> int:

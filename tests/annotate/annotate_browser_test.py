@@ -7,13 +7,16 @@ import pathlib
 
 import sqlalchemy as sa
 
-from annotate_helpers import PASSWORD, add_users, import_items, items, live_server
+from annotate_helpers import (PASSWORD, add_users, build_stats_fixture, import_items, items,
+                              live_server)
 from batgpt_jax.annotate import db, models
 
 XSS_PROMPT = "Repeat: <script>alert('prompt')</script>"
 XSS_ANSWER = "<img src=x onerror=alert('answer')>"
-# Set to a path (docs/annotate_label.png) to keep the screenshot of the labelling page.
+# Set to a path (docs/annotate_label.png) to keep the screenshot of the labelling page, and
+# (docs/annotate_admin.png) of the quality page.
 SCREENSHOT = os.environ.get("BATGPT_ANNOTATE_SCREENSHOT")
+ADMIN_SCREENSHOT = os.environ.get("BATGPT_ANNOTATE_ADMIN_SCREENSHOT")
 
 
 def _judgments(url: str) -> list:
@@ -144,3 +147,34 @@ def test_label_five_items_with_mouse_and_keys_reload_and_log_out(sqlite_url, chr
   keyboard = sorted(seen[6:8])
   assert keyboard == [("left", True, 4, []), ("right", False, 2, [])]
   assert sorted(seen[8:10]) == [("left", True, 3, []), ("right", True, 5, [])]
+
+
+def test_admin_sees_agreement_and_the_ranking_plot(sqlite_url, chromium, tmp_path):
+  build_stats_fixture(sqlite_url)
+  add_users(sqlite_url, {"boss": "admin"})
+  console_errors = []
+  with live_server(sqlite_url) as (base, _):
+    context = chromium.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.goto(base + "/admin")
+    page.fill('input[name="username"]', "boss")
+    page.fill('input[name="password"]', PASSWORD)
+    with page.expect_navigation():
+      page.click("#login")
+    assert page.url.endswith("/admin")
+    with page.expect_navigation():
+      page.click("text=fixture")
+    # The hand-computed figures of annotate_stats_test.py, as the page shows them.
+    assert page.inner_text("#alpha") == f"{1 - 16 / 52:.3f}"
+    assert page.locator("#kappa tr").nth(1).inner_text().split("\t") == ["u1 / u2", "4",
+                                                                          f"{7 / 11:.3f}"]
+    assert "0.750" in page.inner_text("#left-bias") and "1.000" in page.inner_text("#gold")
+    assert page.locator("svg.plot rect").count() == 2
+    widths = [float(page.locator("svg.plot rect").nth(i).get_attribute("width"))
+              for i in range(2)]
+    assert widths == [300, round(300 * 4 / 5)]  # m1 5/9 is the longest bar, m2 4/9
+    target = pathlib.Path(ADMIN_SCREENSHOT) if ADMIN_SCREENSHOT else tmp_path / "admin.png"
+    page.screenshot(path=str(target), full_page=True)
+    context.close()
+  assert console_errors == []

@@ -7,6 +7,7 @@ missing PostgreSQL or Chromium fails instead of skipping.
 """
 
 import contextlib
+import datetime
 import glob
 import itertools
 import json
@@ -272,3 +273,57 @@ def chromium():
                                          args=["--no-sandbox", "--disable-gpu"])
     yield browser
     browser.close()
+
+
+def judge_by_hand(session, comparison, user, value, left_is_a=True, strength=2):
+  """Writes a lease and a judgment by hand; `value` is the canonical label or 'skipped'."""
+  a, b = comparison.response_a_id, comparison.response_b_id
+  left, right = (a, b) if left_is_a else (b, a)
+  lease = models.Assignment(comparison_id=comparison.id, user_id=user.id, left_response_id=left,
+                            right_response_id=right, done=True,
+                            expires_at=db.utcnow() + datetime.timedelta(hours=1))
+  session.add(lease)
+  session.flush()
+  preferred = {"a": a, "b": b}.get(value)
+  session.add(models.Judgment(
+      assignment_id=lease.id, comparison_id=comparison.id, user_id=user.id,
+      left_response_id=left, right_response_id=right,
+      outcome="preferred" if preferred else value, preferred_response_id=preferred,
+      strength=strength if preferred else None, prompt_flags=[], comment="",
+      skip_reason="other" if value == "skipped" else None))
+
+
+def build_stats_fixture(url: str) -> None:
+  """The hand-computed statistics fixture (annotate_stats_test.py works its numbers out):
+  labellers u1-u3, models m1 and m2, four items, two gold items, an AI judge."""
+  add_users(url, {"u1": "labeller", "u2": "labeller", "u3": "labeller"})
+  records = [{"id": f"c{i}", "prompt": f"p{i}",
+              "responses": [{"text": "first", "model": "m1"}, {"text": "second", "model": "m2"}]}
+             for i in range(1, 5)]
+  records[0]["ai_labels"] = [{"labeller": "judge", "chosen": 0, "rejected": 1}]   # a
+  records[1]["ai_labels"] = [{"labeller": "judge", "chosen": 0, "rejected": 1}]   # a
+  records[2]["ai_labels"] = [{"labeller": "judge", "chosen": 1, "rejected": 0}]   # b
+  records[3]["ai_labels"] = [{"labeller": "judge", "tie": True}]
+  records += [{"id": "g5", "prompt": "gold a", "gold": 0,
+               "responses": [{"text": "good", "model": "m1"}, {"text": "bad", "model": "m2"}]},
+              {"id": "g6", "prompt": "gold tie", "gold": "tie",
+               "responses": [{"text": "same", "model": "m1"}, {"text": "same!", "model": "m2"}]}]
+  import_items(url, "fixture", records)
+  engine = db.make_engine(url)
+  with db.transaction(db.session_factory(engine)) as session:
+    c = {cmp.id: cmp for cmp in session.scalars(sa.select(models.Comparison))}
+    u = {user.username: user for user in session.scalars(sa.select(models.User))}
+    judge_by_hand(session, c[1], u["u1"], "a", left_is_a=True)     # chose left
+    judge_by_hand(session, c[1], u["u2"], "a", left_is_a=False)    # chose right
+    judge_by_hand(session, c[1], u["u3"], "a", left_is_a=True)     # chose left
+    judge_by_hand(session, c[2], u["u1"], "b", left_is_a=True)     # right
+    judge_by_hand(session, c[2], u["u2"], "b", left_is_a=False)    # left
+    judge_by_hand(session, c[3], u["u1"], "a", left_is_a=True)     # left
+    judge_by_hand(session, c[3], u["u2"], "b", left_is_a=True)     # right
+    judge_by_hand(session, c[4], u["u1"], "tie")
+    judge_by_hand(session, c[4], u["u2"], "tie")
+    judge_by_hand(session, c[5], u["u1"], "a")                     # gold 'a': right
+    judge_by_hand(session, c[5], u["u2"], "b")                     # gold 'a': wrong
+    judge_by_hand(session, c[6], u["u1"], "tie")                   # gold 'tie': right
+    judge_by_hand(session, c[6], u["u2"], "skipped")               # skips are not answers
+  engine.dispose()

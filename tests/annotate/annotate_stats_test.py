@@ -1,10 +1,8 @@
 """The agreement statistics equal values computed by hand (the arithmetic is in the comments)."""
 
-import datetime
-
 import pytest
 
-from annotate_helpers import add_users, import_items
+from annotate_helpers import build_stats_fixture
 from batgpt_jax.annotate import db, models, stats
 
 
@@ -48,60 +46,14 @@ def test_bradley_terry_by_hand_and_at_the_likelihood_optimum():
   assert p["A"] > p["B"] > p["C"] and sum(p.values()) == pytest.approx(1)
 
 
-def _judge(session, comparison, user, value, left_is_a=True, strength=2):
-  """Writes a lease and a judgment by hand; `value` is the canonical label or 'skipped'."""
-  a, b = comparison.response_a_id, comparison.response_b_id
-  left, right = (a, b) if left_is_a else (b, a)
-  lease = models.Assignment(comparison_id=comparison.id, user_id=user.id, left_response_id=left,
-                            right_response_id=right, done=True,
-                            expires_at=db.utcnow() + datetime.timedelta(hours=1))
-  session.add(lease)
-  session.flush()
-  preferred = {"a": a, "b": b}.get(value)
-  session.add(models.Judgment(
-      assignment_id=lease.id, comparison_id=comparison.id, user_id=user.id,
-      left_response_id=left, right_response_id=right,
-      outcome="preferred" if preferred else value, preferred_response_id=preferred,
-      strength=strength if preferred else None, prompt_flags=[], comment="",
-      skip_reason="other" if value == "skipped" else None))
-
-
 def test_project_statistics_on_a_fixture(sqlite_url):
-  add_users(sqlite_url, {"u1": "labeller", "u2": "labeller", "u3": "labeller"})
-  records = [{"id": f"c{i}", "prompt": f"p{i}",
-              "responses": [{"text": "first", "model": "m1"}, {"text": "second", "model": "m2"}]}
-             for i in range(1, 5)]
-  records[0]["ai_labels"] = [{"labeller": "judge", "chosen": 0, "rejected": 1}]   # a
-  records[1]["ai_labels"] = [{"labeller": "judge", "chosen": 0, "rejected": 1}]   # a
-  records[2]["ai_labels"] = [{"labeller": "judge", "chosen": 1, "rejected": 0}]   # b
-  records[3]["ai_labels"] = [{"labeller": "judge", "tie": True}]
-  records += [{"id": "g5", "prompt": "gold a", "gold": 0,
-               "responses": [{"text": "good", "model": "m1"}, {"text": "bad", "model": "m2"}]},
-              {"id": "g6", "prompt": "gold tie", "gold": "tie",
-               "responses": [{"text": "same", "model": "m1"}, {"text": "same!", "model": "m2"}]}]
-  import_items(sqlite_url, "fixture", records)
+  build_stats_fixture(sqlite_url)
   engine = db.make_engine(sqlite_url)
   with db.transaction(db.session_factory(engine)) as session:
-    import sqlalchemy as sa  # pylint: disable=import-outside-toplevel
-    c = {cmp.id: cmp for cmp in session.scalars(sa.select(models.Comparison))}
-    u = {user.username: user for user in session.scalars(sa.select(models.User))}
-    _judge(session, c[1], u["u1"], "a", left_is_a=True)     # chose left
-    _judge(session, c[1], u["u2"], "a", left_is_a=False)    # chose right
-    _judge(session, c[1], u["u3"], "a", left_is_a=True)     # chose left
-    _judge(session, c[2], u["u1"], "b", left_is_a=True)     # right
-    _judge(session, c[2], u["u2"], "b", left_is_a=False)    # left
-    _judge(session, c[3], u["u1"], "a", left_is_a=True)     # left
-    _judge(session, c[3], u["u2"], "b", left_is_a=True)     # right
-    _judge(session, c[4], u["u1"], "tie")
-    _judge(session, c[4], u["u2"], "tie")
-    _judge(session, c[5], u["u1"], "a")                     # gold 'a': right
-    _judge(session, c[5], u["u2"], "b")                     # gold 'a': wrong
-    _judge(session, c[6], u["u1"], "tie")                   # gold 'tie': right
-    _judge(session, c[6], u["u2"], "skipped")               # skips are not answers
     figures = stats.project_stats(session, session.get(models.Project, 1))
   engine.dispose()
   assert figures["judgments"] == 13
-  kappas = {tuple(k["labellers"]): (k["items"], k["kappa"]) for k in figures["kappa_pairs"]}
+  kappas = {tuple(k["labellers"]): (k["shared_items"], k["kappa"]) for k in figures["kappa_pairs"]}
   # u1: a b a tie; u2: a b b tie. Observed 3/4; chance (2*1 + 1*2 + 1*1)/16 = 5/16.
   # kappa = (12/16 - 5/16) / (11/16) = 7/11. u3 shares one item with each: chance 1, undefined.
   assert kappas[("u1", "u2")] == (4, pytest.approx(7 / 11))

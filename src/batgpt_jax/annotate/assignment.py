@@ -105,7 +105,8 @@ def lease_next(session: orm.Session, user: models.User, project: models.Project,
     lost = held
   gold_first = project.gold_rate > 0 and rng.random() < project.gold_rate
   for gold in (gold_first, not gold_first):
-    # Locks are taken in id order, so two requests never wait on each other in a cycle.
+    # Locks are taken in id order, so new leases never wait on each other in a cycle (a renewal
+    # that locked its own item first can; PostgreSQL then aborts one, and db.run retries it).
     for comparison_id in sorted(_candidates(session, user, project, now, gold)):
       comparison = _lock(session, comparison_id)
       if not _has_room(session, comparison, project, now):

@@ -129,7 +129,7 @@ def project_stats(session: orm.Session, project: models.Project) -> dict:
   for u, v in itertools.combinations(users, 2):
     shared = [c for c in sorted(labels) if u in labels[c] and v in labels[c]]
     if shared:
-      kappas.append({"labellers": [u, v], "items": len(shared),
+      kappas.append({"labellers": [u, v], "shared_items": len(shared),
                      "kappa": cohen_kappa([labels[c][u] for c in shared],
                                           [labels[c][v] for c in shared])})
   ai = collections.defaultdict(lambda: [0, 0])  # AI labeller -> [agree, compared]

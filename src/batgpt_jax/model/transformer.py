@@ -74,12 +74,13 @@ class Decoder(nnx.Module):
   def __call__(self, tokens, positions, segment_ids):
     return self.logits(self.hidden_states(tokens, positions, segment_ids))
 
-  def decode(self, tokens, positions, cache, index, start):
+  def decode(self, tokens, positions, cache, index, start, *, last_only: bool = False):
     """Logits of `t` new tokens [batch, t, vocab] and the updated cache, layer by layer.
 
     tokens, positions: [batch, t]; cache: {'k', 'v'}, each [layers, batch, slots, kv_heads,
     head_dim] (from `init_cache`); index: the cache slot of the first new token; start: [batch]
-    the first real slot of each left-padded row.
+    the first real slot of each left-padded row. last_only: the logits of the last new token
+    alone, [batch, 1, vocab] (a prefill needs no more; the LM head is the costly part).
     """
     x = self.embed(tokens)
     graphdef, stacked = nnx.split(self.blocks)
@@ -89,6 +90,8 @@ class Decoder(nnx.Module):
       return nnx.merge(graphdef, block_state).decode(x, positions, layer_cache, index, start)
 
     x, cache = jax.lax.scan(layer, x, (stacked, cache))
+    if last_only:
+      x = x[:, -1:]
     return self.logits(self.final_norm(x)), cache
 
 
@@ -142,7 +145,9 @@ def init_cache(cfg: ModelConfig, batch: int, slots: int) -> dict:
   return {"k": jnp.zeros(shape, cfg.dtype), "v": jnp.zeros(shape, cfg.dtype)}
 
 
-def decode(cfg: ModelConfig, params: dict, tokens, positions, cache: dict, index, start):
+def decode(cfg: ModelConfig, params: dict, tokens, positions, cache: dict, index, start, *,
+           last_only: bool = False):
   """`Decoder.decode` on pure-dict parameters: (logits [batch, t, vocab], updated cache)."""
   graphdef, _ = _abstract_model(cfg)
-  return nnx.merge(graphdef, params).decode(tokens, positions, cache, index, start)
+  return nnx.merge(graphdef, params).decode(tokens, positions, cache, index, start,
+                                            last_only=last_only)

@@ -171,7 +171,8 @@ def _decode(cfg, params, tokens, lengths, stop_ids, key, slots, max_new_tokens, 
   cache = jax.tree.map(lambda c: parallel.constrain(c, CACHE_AXES),
                        transformer.init_cache(cfg, batch, slots))
   positions = jnp.maximum(jnp.arange(width)[None, :] - start[:, None], 0)  # [batch, width]
-  logits, cache = transformer.decode(cfg, params, tokens, positions, cache, 0, start)
+  logits, cache = transformer.decode(cfg, params, tokens, positions, cache, 0, start,
+                                     last_only=True)  # [batch, 1, vocab]
   empty = Samples(tokens=jnp.full((batch, max_new_tokens), vocab_lib.PAD_ID, jnp.int32),
                   logprobs=jnp.zeros((batch, max_new_tokens), jnp.float32),
                   lengths=jnp.zeros((batch,), jnp.int32),

@@ -99,8 +99,8 @@ def _finish_row(row: dict, seq_len: int, with_directions: bool) -> dict[str, np.
   out = {name: np.zeros(seq_len, np.int32) for name in ("tokens", "segment_ids", "positions")}
   if with_directions:
     out["directions"] = np.zeros(seq_len, np.int32)
-  fields = row.get("fields") or [{}] * len(row["pieces"])  # per piece: name -> [len(piece)]
-  for name, values in fields[0].items() if fields else ():
+  fields = row.get("fields") or [{} for _ in row["pieces"]]  # per piece: name -> [len(piece)]
+  for name, values in (fields[0] if fields else {}).items():
     out[name] = np.zeros(seq_len, values.dtype)
   start = 0
   for segment, ((piece, direction), piece_fields) in enumerate(zip(row["pieces"], fields),

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/smoke
 STAMP := $(VENV)/.installed
 
-.PHONY: setup smoke test bench bench-multihost clean
+.PHONY: setup smoke sft-smoke test bench bench-multihost clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,19 @@ $(STAMP): setup.py
 # A real, small pretraining run on the embedded corpus. Run it twice: the second run resumes.
 smoke: $(STAMP)
 	$(VENV)/bin/batgpt train --gin_file=gin/smoke.gin --gin.TrainConfig.run_dir="'$(RUN_DIR)'" $(SMOKE_ARGS)
+
+# Instruction tuning end to end: pretrain the small model (or reuse that run), SFT it on the
+# default instruction set, score held-out exact match per task family, then chat with it.
+SFT_BASE ?= runs/sft_smoke_base
+SFT_DIR ?= runs/sft_smoke
+sft-smoke: $(STAMP)
+	$(VENV)/bin/batgpt train --gin_file=gin/sft_smoke_pretrain.gin --gin.TrainConfig.run_dir="'$(SFT_BASE)'"
+	$(VENV)/bin/batgpt eval --task=instructions --gin_file=gin/sft_smoke.gin --checkpoint=$(SFT_BASE) --show=0
+	$(VENV)/bin/batgpt train --gin_file=gin/sft_smoke.gin --gin.TrainConfig.init_from="'$(SFT_BASE)'" \
+	    --gin.TrainConfig.run_dir="'$(SFT_DIR)'" $(SFT_ARGS)
+	$(VENV)/bin/batgpt eval --task=instructions --gin_file=gin/sft_smoke.gin --checkpoint=$(SFT_DIR)
+	printf 'What is 3 + 4?\nCopy: red fox\n/reset\nMy favourite colour is green.\nWhat is my favourite colour?\n' \
+	    | $(VENV)/bin/batgpt chat --gin_file=gin/sft_smoke.gin --checkpoint=$(SFT_DIR) --max_new_tokens=24
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -10,6 +10,7 @@
 """
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -43,8 +44,14 @@ def cmd_train(args, gin_text: str) -> int:
 
 
 def cmd_eval(args, gin_text: str) -> int:
-  from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
   join_processes(args)
+  if args.task == "instructions":
+    # pylint: disable=import-outside-toplevel
+    from batgpt_jax.evaluate import instruction_eval
+    from batgpt_jax.sample import options
+    return options.report_errors(lambda a, _: instruction_eval.run(a, options.load(a)))(
+        args, gin_text)
+  from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
   loop.evaluate_checkpoint(**config.run_configs().as_kwargs(), gin_text=gin_text)
   return 0
 
@@ -58,19 +65,32 @@ def cmd_tokenizer_train(args, gin_text: str) -> int:
   return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="batgpt", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True)
+def add_train_command(sub) -> None:
   from batgpt_jax import distributed  # pylint: disable=import-outside-toplevel
   train = sub.add_parser("train", help="pretrain (or resume) a model")
   config.add_gin_flags(train)
   distributed.add_flags(train)
   train.set_defaults(run=cmd_train)
+
+
+def add_eval_command(sub) -> None:
+  from batgpt_jax import distributed  # pylint: disable=import-outside-toplevel
   evaluate = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
   config.add_gin_flags(evaluate)
   distributed.add_flags(evaluate)
+  evaluate.add_argument("--task", choices=("perplexity", "instructions"), default="perplexity",
+                        help="perplexity: per-direction loss on the held-out split of "
+                             "DataConfig (TrainConfig.run_dir); instructions: exact match per "
+                             "family on the default instruction set (--checkpoint)")
+  from batgpt_jax.sample import options  # pylint: disable=import-outside-toplevel
+  options.add_model_flags(evaluate)
+  evaluate.add_argument("--max_new_tokens", type=int, default=32, help="instructions: reply limit")
+  evaluate.add_argument("--show", type=int, default=2,
+                        help="instructions: replies printed per family")
   evaluate.set_defaults(run=cmd_eval)
+
+
+def add_tokenizer_command(sub) -> None:
   tokenizer = sub.add_parser("tokenizer", help="tokenizer tools")
   tok_sub = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
   tok_train = tok_sub.add_parser("train", help="train a SentencePiece model on the configured data")
@@ -79,17 +99,41 @@ def build_parser() -> argparse.ArgumentParser:
   tok_train.add_argument("--vocab_size", type=int, default=32768)
   tok_train.add_argument("--max_documents", type=int, default=200_000)
   tok_train.set_defaults(run=cmd_tokenizer_train)
-  # pylint: disable=import-outside-toplevel
-  from batgpt_jax.annotate import command as annotate_command
-  from batgpt_jax.convert import command as convert_command
-  from batgpt_jax.grow import command as grow_command
-  from batgpt_jax.sample import chat as chat_command
-  from batgpt_jax.sample import generate as generate_command
-  grow_command.add_grow_command(sub)
-  convert_command.add_convert_command(sub)
-  generate_command.add_generate_command(sub)
-  chat_command.add_chat_command(sub)
-  annotate_command.add_annotate_command(sub)
+
+
+# Every command: its name, its line in `batgpt --help`, and the function adding its parser.
+# Only the command being run has its module imported (generate, chat and grow import JAX at
+# their top), so that `batgpt --help` and `batgpt train --help` answer without JAX or TensorFlow.
+COMMANDS = (
+    ("train", "pretrain (or resume) a model", "batgpt_jax.cli:add_train_command"),
+    ("eval", "evaluate the latest checkpoint of a run", "batgpt_jax.cli:add_eval_command"),
+    ("tokenizer", "tokenizer tools", "batgpt_jax.cli:add_tokenizer_command"),
+    ("grow", "grow a trained checkpoint into a larger model, verified function-preserving",
+     "batgpt_jax.grow.command:add_grow_command"),
+    ("convert", "orbax checkpoints <-> Hugging Face",
+     "batgpt_jax.convert.command:add_convert_command"),
+    ("generate", "sample text from a checkpoint (on-device decoding; l2r or r2l)",
+     "batgpt_jax.sample.generate:add_generate_command"),
+    ("chat", "chat with a checkpoint (history, /reset, /system; streamed replies)",
+     "batgpt_jax.sample.chat:add_chat_command"),
+    ("annotate", "the A/B preference labelling web app",
+     "batgpt_jax.annotate.command:add_annotate_command"),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+  """The `batgpt` parser with the full flags of `command` (the others listed by name only)."""
+  parser = argparse.ArgumentParser(prog="batgpt", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--debug", action="store_true",
+                      help="show the traceback of a bad-input error instead of one line")
+  sub = parser.add_subparsers(dest="command", required=True)
+  for name, summary, adder in COMMANDS:
+    if name == command:
+      module, function = adder.split(":")
+      getattr(importlib.import_module(module), function)(sub)
+    else:
+      sub.add_parser(name, help=summary, add_help=False)
   return parser
 
 
@@ -99,11 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     from batgpt_jax.annotate import command  # pylint: disable=import-outside-toplevel
     return command.main(argv[1:], prog="batgpt")
   logs.setup_logging()
-  argv, bindings = config.split_bindings(list(sys.argv[1:] if argv is None else argv))
-  with logs.native_noise_filtered():  # the commands' imports load TensorFlow and JAX
-    args = build_parser().parse_args(argv)
-    gin_text = config.parse_gin(args.gin_file, bindings)
-  return args.run(args, gin_text)
+  debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+  argv, bindings = config.split_bindings([arg for arg in argv if arg != "--debug"])
+  command = next((arg for arg in argv if not arg.startswith("-")), None)
+  try:
+    with logs.native_noise_filtered():  # the commands' imports load TensorFlow and JAX
+      args = build_parser(command).parse_args(argv)
+      gin_text = config.parse_gin(args.gin_file, bindings)
+    return args.run(args, gin_text)
+  except config.InputError as err:  # a malformed file or value: the user's to fix, not a bug
+    if debug:
+      raise
+    print(f"error: {err}", file=sys.stderr)
+    return config.INPUT_ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -49,31 +49,35 @@ class ChatSession:
   def reset(self) -> None:
     self.history = []
 
-  def prompt_ids(self, query: str) -> list[int]:
-    """The conversation so far plus `query`, oldest turns dropped until the reply fits."""
+  def prompt_ids(self, query: str) -> tuple[list[int], list[tuple[str, str]]]:
+    """(ids of the conversation plus `query`, the history they hold): the oldest turns are
+    dropped until the reply fits in max_len; the system prompt always stays."""
     budget = self.loaded.cfg.max_len - self.sampling.max_new_tokens
+    history = list(self.history)
     while True:
-      prompt = chat.chat_prompt(query, self.history, self.system)
+      prompt = chat.chat_prompt(query, history, self.system)
       ids = text.prompt_ids(self.loaded.vocabulary, prompt, "l2r")
-      if len(ids) <= budget or not self.history:
+      if len(ids) <= budget or not history:
         break
-      self.history = self.history[1:]
+      history = history[1:]
       print("# the oldest turn was dropped to fit max_len", file=self.log)
     if self.show_prompt:
       print(f"# prompt: {prompt!r}", file=self.log, flush=True)
-    return ids
+    return ids, history
 
   def reply(self, query: str) -> str:
-    """Samples the reply to `query`, printing it as it comes, and adds the turn to the history."""
-    ids = self.prompt_ids(query)
+    """Samples the reply to `query`, printing it as it comes, and adds the turn to the history.
+
+    A query that cannot fit even alone raises ValueError and leaves the history as it was.
+    """
+    ids, history = self.prompt_ids(query)
     self._streamed, self._printed = {}, ""
     self.out.write(self.reply_prefix)
     self.out.flush()
     # A new seed each turn: the seed is data, not a new compilation.
-    seed = self.sampling.seed + len(self.history)
     samples = engine.sample(
         self.loaded.cfg, self.loaded.params, [ids],
-        dataclasses.replace(self.sampling, seed=seed),
+        dataclasses.replace(self.sampling, seed=self.sampling.seed + len(history)),
         mesh=self.loaded.mesh, rules=self.loaded.rules, on_token=self._on_token)
     answer = text.continuation_text(self.loaded.vocabulary, ids, samples.output_ids()[0],
                                     "l2r").strip()
@@ -81,7 +85,7 @@ class ChatSession:
       self.out.write(answer[len(self._printed):])  # whatever the stream held back
     self.out.write("\n")
     self.out.flush()
-    self.history.append((query, answer))
+    self.history = history + [(query, answer)]
     return answer
 
   def _on_token(self, step, tokens, emitted) -> None:

@@ -1,4 +1,9 @@
+import subprocess
+import sys
+import time
+
 import pytest
+from conftest import REPO
 
 from batgpt_jax import cli, config
 
@@ -23,26 +28,117 @@ def test_gin_flags_become_bindings():
   assert bindings == ["TrainConfig.steps = 5", "X.y = 'a=b'"]
 
 
-def test_unknown_gin_binding_is_a_clear_error():
-  with pytest.raises(SystemExit) as err:
-    cli.main(["train", "--gin_file=gin/smoke.gin", "--gin.TrainConfig.stepz=3"])
-  message = str(err.value)
-  assert "stepz" in message and "bad gin configuration" in message
+def _main_error(argv, capsys) -> str:
+  """Runs `batgpt ARGV` in-process; asserts the bad-input exit code; returns the stderr."""
+  assert cli.main(argv) == config.INPUT_ERROR_EXIT
+  return capsys.readouterr().err
 
 
-def test_unknown_configurable_suggests_the_right_one():
-  with pytest.raises(SystemExit) as err:
-    cli.main(["train", "--gin.TrainConfg.steps=3"])
-  assert "TrainConfg" in str(err.value) and "TrainConfig" in str(err.value)
+def test_unknown_gin_binding_is_a_clear_error(capsys):
+  message = _main_error(["train", "--gin_file=gin/smoke.gin", "--gin.TrainConfig.stepz=3"], capsys)
+  assert "stepz" in message and "Did you mean TrainConfig.steps?" in message
 
 
-def test_missing_gin_file_is_a_clear_error():
-  with pytest.raises(SystemExit) as err:
-    cli.main(["train", "--gin_file=gin/nope.gin"])
-  assert "nope.gin" in str(err.value)
+def test_unknown_configurable_suggests_the_right_one(capsys):
+  message = _main_error(["train", "--gin.TrainConfg.steps=3"], capsys)
+  assert "'TrainConfg'" in message and "Did you mean TrainConfig.steps?" in message
 
 
-def test_an_invalid_model_config_is_a_one_line_error():
-  with pytest.raises(SystemExit) as err:
-    cli.main(["train", "--gin_file=gin/smoke.gin", "--gin.ModelConfig.n_kv_heads=3"])
-  assert "n_heads=4 must be a multiple of n_kv_heads=3" in str(err.value)
+def test_missing_gin_file_is_a_clear_error(capsys):
+  message = _main_error(["train", "--gin_file=gin/nope.gin"], capsys)
+  assert "gin file 'gin/nope.gin' not found" in message and "binding" not in message
+
+
+def test_an_invalid_model_config_is_a_one_line_error(capsys):
+  message = _main_error(["train", "--gin_file=gin/smoke.gin", "--gin.ModelConfig.n_kv_heads=3"],
+                        capsys)
+  assert "n_heads=4 must be a multiple of n_kv_heads=3" in message
+
+
+def _gin_file(tmp_path, text: str) -> str:
+  path = tmp_path / "bad.gin"
+  path.write_text("include 'smoke.gin'\n" + text)
+  return str(path)
+
+
+# Bad gin input of each kind: one line per problem, naming the file (and line) and the fix.
+@pytest.mark.parametrize("make_argv, expected", [
+    (lambda d: ["--gin.TrainConfig.steps='abc'"],
+     ["TrainConfig.steps = 'abc' is a string, but it takes an int", "unquoted"]),
+    (lambda d: [f"--gin_file={_gin_file(d, 'TrainConfig.steps = (3')}"],
+     ["bad.gin:3: the gin text ends inside an unclosed bracket"]),
+    (lambda d: [f"--gin_file={_gin_file(d, 'TrainConfig.run_dir = runs/x')}"],
+     ["bad.gin:2: TrainConfig.run_dir = runs/x is not a gin value", "quote it as "
+      "TrainConfig.run_dir = 'runs/x'"]),
+    (lambda d: ["--gin.TrainConfig.run_dir=runs/x"],
+     ["--gin.TrainConfig.run_dir=\"'runs/x'\""]),
+    (lambda d: [f"--gin_file={_gin_file(d, 'TrainConfig.stpes = 3')}"],
+     ["bad.gin:2: TrainConfig.stpes: TrainConfig has no parameter 'stpes'. Did you mean "
+      "TrainConfig.steps?"]),
+    (lambda d: ["--gin_file=" + _gin_file(d, "include 'models/nope.gin'")],
+     ["bad.gin: Unable to open file: models/nope.gin. A gin file (or one it includes) was not "
+      "found"]),
+    (lambda d: ["--gin.TrainConfig.steps=0"],
+     ["TrainConfig.steps=0 trains nothing", "--gin.TrainConfig.steps=1000"]),
+], ids=["string-for-int", "unclosed-paren", "unquoted-in-file", "unquoted-flag", "misspelt-in-file",
+        "missing-include", "zero-steps"])
+def test_bad_gin_input_is_one_line_naming_the_fix(make_argv, expected, tmp_path, capsys):
+  run_dir = tmp_path / "run"
+  message = _main_error(["train", "--gin_file=smoke.gin", f"--gin.TrainConfig.run_dir='{run_dir}'",
+                         *make_argv(tmp_path)], capsys)
+  for part in expected:
+    assert part in message
+  assert message.startswith("error: ") and message.count("\n") == 1, message
+  assert "Traceback" not in message and not run_dir.exists()
+
+
+def test_several_misspelt_bindings_get_one_hint_each_the_closest_first(capsys):
+  message = _main_error(["train", "--gin_file=smoke.gin", "--gin.TrainConfig.stpes=3",
+                         "--gin.TrainConfig.seed=1", "--gin.TrainConfig.log_evry=1",
+                         "--gin.ModelConfig.hiden=64", "--gin.OptimizerConfig.learning_rate=0.1"],
+                        capsys)
+  lines = message.strip().splitlines()
+  assert len(lines) == 3, message  # the three misspelt ones; the right ones are not mentioned
+  assert lines[0].endswith("TrainConfig.stpes: TrainConfig has no parameter 'stpes'. Did you mean "
+                           "TrainConfig.steps?")
+  assert "Did you mean TrainConfig.log_every" in lines[1]
+  assert "Did you mean ModelConfig.hidden?" in lines[2]
+  assert message.count("Did you mean") == 3 and "seed" not in message
+
+
+def test_a_bad_gin_file_fails_the_real_command_in_one_line_with_exit_2(tmp_path):
+  """The same through `batgpt` in a subprocess: exit 2, one line, no traceback, nothing written."""
+  run_dir = tmp_path / "run"
+  start = time.monotonic()
+  proc = subprocess.run(
+      [sys.executable, "-m", "batgpt_jax.cli", "train",
+       f"--gin_file={_gin_file(tmp_path, 'TrainConfig.steps = (3')}",
+       f"--gin.TrainConfig.run_dir='{run_dir}'"],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: bad gin configuration: ")
+  assert "bad.gin:3" in proc.stderr and "Traceback" not in proc.stderr
+  assert not run_dir.exists() and time.monotonic() - start < 120
+
+
+def test_debug_shows_the_traceback(capsys):
+  with pytest.raises(config.InputError, match="stepz"):
+    cli.main(["train", "--debug", "--gin_file=gin/smoke.gin", "--gin.TrainConfig.stepz=3"])
+  del capsys
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"]])
+def test_help_loads_neither_jax_nor_tensorflow(argv):
+  """`batgpt --help` and `batgpt train --help` import only argparse-level modules: fast."""
+  probe = ("import sys, runpy\n"
+           "sys.argv = ['batgpt'] + sys.argv[1:]\n"
+           "try:\n  runpy.run_module('batgpt_jax.cli', run_name='__main__')\n"
+           "except SystemExit:\n  pass\n"
+           "print('HEAVY', sorted(m for m in ('jax', 'tensorflow') if m in sys.modules))\n")
+  start = time.monotonic()
+  proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=REPO, capture_output=True,
+                        text=True, timeout=60, check=True)
+  seconds = time.monotonic() - start
+  assert "usage: batgpt" in proc.stdout
+  assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
+  assert seconds < 5, seconds  # ~0.3 s on an idle machine; JAX alone takes ~3 s

@@ -22,7 +22,6 @@ import os
 from typing import Mapping
 
 import gin
-import jax
 
 ENV_ADDRESS = "BATGPT_COORDINATOR_ADDRESS"
 ENV_COUNT = "BATGPT_NUM_PROCESSES"
@@ -123,6 +122,7 @@ def detected_launcher(environ: Mapping[str, str] | None = None,
 
 def initialize(cfg: DistributedConfig, flags: Mapping | None = None) -> None:
   """Joins the other processes of this job, when there are any. Call before touching devices."""
+  import jax  # pylint: disable=import-outside-toplevel  (so that `batgpt train --help` is light)
   timeouts = dict(initialization_timeout=cfg.initialization_timeout,
                   heartbeat_timeout_seconds=cfg.heartbeat_timeout,
                   shutdown_timeout_seconds=cfg.shutdown_timeout)

@@ -47,6 +47,10 @@ class TrainConfig:
   def __post_init__(self):
     if self.objective not in objectives.OBJECTIVES:
       objectives.build(self.objective, None)  # raises, naming the valid objectives
+    if self.steps < 1:
+      raise ValueError(f"TrainConfig.steps={self.steps} trains nothing: it is the step to train "
+                       "to (resuming included); set it to at least 1, e.g. "
+                       "--gin.TrainConfig.steps=1000.")
     if self.global_batch % self.microbatches:
       raise ValueError(f"TrainConfig.global_batch={self.global_batch} is not divisible by "
                        f"microbatches={self.microbatches}; choose a divisor of the batch.")
@@ -131,7 +135,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
   step = int(jax.device_get(state["step"]))
   if step >= cfg.steps:
     metrics.log_console(f"Training already reached TrainConfig.steps={cfg.steps}; raise it "
-                        f"(e.g. --gin.TrainConfig.steps={cfg.steps * 2}) to train further.")
+                        f"(e.g. --gin.TrainConfig.steps={max(2 * step, step + 100)}) to train "
+                        "further.")
     mngr.close()
     return []
 

@@ -171,12 +171,23 @@ def test_the_loop_ends_when_every_row_has_stopped(batgpt_model):
   assert steps == list(range(int(out.lengths.max())))  # not the 10 of max_new_tokens
 
 
+def test_max_batch_decodes_in_batches_with_the_same_rows(batgpt_model):
+  cfg, params = batgpt_model
+  whole = engine.sample(cfg, params, PROMPTS, GREEDY)
+  parts = engine.sample(cfg, params, PROMPTS, GREEDY, max_batch=2)  # rows 0-1, then 2 (padded)
+  for name in ("tokens", "lengths", "stopped"):
+    np.testing.assert_array_equal(getattr(parts, name), getattr(whole, name))
+  np.testing.assert_allclose(parts.logprobs, whole.logprobs, atol=1e-6, rtol=0)
+
+
 def test_prompt_longer_than_the_model_is_refused(batgpt_model):
   cfg, params = batgpt_model
   with pytest.raises(ValueError, match="beyond the model's max_len=1024"):
     engine.generate_ids(cfg, params, [[3] * 1000], engine.SamplingConfig(max_new_tokens=30))
   with pytest.raises(ValueError, match="one tuple of stop ids per prompt"):
     engine.sample(cfg, params, PROMPTS, engine.SamplingConfig(), stop_ids=[(5,)])
+  with pytest.raises(ValueError, match="max_batch=0"):
+    engine.sample(cfg, params, PROMPTS, engine.SamplingConfig(), max_batch=0)
 
 
 def test_no_transfer_between_host_and_device_while_decoding(batgpt_model):

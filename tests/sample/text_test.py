@@ -2,7 +2,7 @@
 
 from batgpt_jax.data import chat
 from batgpt_jax.data import vocab
-from batgpt_jax.sample import engine, text
+from batgpt_jax.sample import engine, options, text
 
 HEAD, TAIL = "The baker sells bread to", " the market."
 
@@ -55,15 +55,22 @@ def test_generate_text_in_both_directions(batgpt_model, data_tiny_vocab):
     assert all(len(i) == 10 for i in ids)
 
 
-def test_chat_replies_stop_at_the_end_of_a_reply(batgpt_model, data_tiny_vocab):
+def test_chat_replies_from_a_checkpoint(tiny_run, data_tiny_vocab_path, batgpt_model,
+                                       data_tiny_vocab):
+  # the call evaluation makes: a checkpoint, rendered chat prompts, batches of max_batch
+  loaded = options.load(tiny_run, vocab_path=data_tiny_vocab_path)
+  prompts = [chat.chat_prompt("Hi"), chat.chat_prompt("And now?", [("Hi", "Hello!")]),
+             chat.chat_prompt("Bye", system="Be brief.")]
+  sampling = engine.SamplingConfig(max_new_tokens=10)
+  replies = text.chat_replies(loaded.cfg, loaded.params, loaded.vocabulary, prompts, sampling,
+                              max_batch=2)
+  # the same as the engine on the parameters in memory, all prompts at once, <eop> a stop
   cfg, params = batgpt_model
   eop = data_tiny_vocab.tokenizer.piece_to_id(chat.END_OF_PROMPT)
-  sampling = engine.SamplingConfig(max_new_tokens=6)
-  assert text.with_chat_stop(data_tiny_vocab, sampling).stop_ids == (vocab.EOS_ID, eop)
-  prompts = [chat.chat_prompt("Hi"), chat.chat_prompt("And now?", [("Hi", "Hello!")])]
-  replies = text.chat_replies(cfg, params, data_tiny_vocab, prompts, sampling)
+  chat_sampling = text.with_chat_stop(data_tiny_vocab, sampling)
+  assert chat_sampling.stop_ids == (vocab.EOS_ID, eop)
   ids = [text.prompt_ids(data_tiny_vocab, p, "l2r") for p in prompts]
-  out = engine.sample(cfg, params, ids, text.with_chat_stop(data_tiny_vocab, sampling))
+  out = engine.sample(cfg, params, ids, chat_sampling)
   assert replies == [text.continuation_text(data_tiny_vocab, p, i, "l2r").strip()
                      for p, i in zip(ids, out.output_ids())]
 

@@ -147,7 +147,7 @@ def converse(session: ChatSession, lines: Iterable[str]) -> None:
 
 def _chat(args, gin_text: str) -> int:
   del gin_text
-  loaded = options.load(args)
+  loaded = options.load_from_flags(args)
   print(f"# {loaded.source}; commands: {COMMANDS}", file=sys.stderr, flush=True)
   session = ChatSession(loaded, options.sampling_config(args, loaded.vocabulary),
                         system=args.system, show_prompt=args.show_prompt,

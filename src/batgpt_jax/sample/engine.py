@@ -244,14 +244,10 @@ def _batch_multiple(mesh: Mesh | None, rules) -> int:
   return math.prod(mesh.shape[a] for a in axes if a)
 
 
-def _stop_matrix(rows: int, shared: Sequence[int], per_row) -> np.ndarray:
+def _stop_matrix(shared: Sequence[int], per_row: Sequence[Sequence[int]]) -> np.ndarray:
   """[rows, n] stop ids: `shared` plus each row's own, padded with NO_STOP to a multiple of 4."""
-  per_row = per_row if per_row is not None else [()] * rows
-  if len(per_row) != rows:
-    raise ValueError(f"stop_ids has {len(per_row)} rows for {rows} prompts; give one tuple of "
-                     "stop ids per prompt (or None for the sampling config's stop ids alone).")
   lists = [tuple(dict.fromkeys(tuple(shared) + tuple(own))) for own in per_row]
-  out = np.full((rows, _round_up(max(1, max(len(s) for s in lists)), 4)), NO_STOP, np.int32)
+  out = np.full((len(lists), _round_up(max(1, max(len(s) for s in lists)), 4)), NO_STOP, np.int32)
   for row, ids in enumerate(lists):
     out[row, :len(ids)] = ids
   return out
@@ -259,36 +255,56 @@ def _stop_matrix(rows: int, shared: Sequence[int], per_row) -> np.ndarray:
 
 def sample(cfg: ModelConfig, params: dict, prompts: Sequence[Sequence[int]],
            sampling: SamplingConfig, *, stop_ids: Sequence[Sequence[int]] | None = None,
-           mesh: Mesh | None = None, rules=(), on_token: Callable | None = None) -> Samples:
-  """Samples (numpy, one row per prompt) for prompts given as lists of ids.
+           mesh: Mesh | None = None, rules=(), max_batch: int | None = None,
+           on_token: Callable | None = None) -> Samples:
+  """Samples (numpy, one row per prompt, in order) for prompts given as lists of ids.
 
   stop_ids: optional per-row stop tokens, added to `sampling.stop_ids`. With `mesh`, `params`
   must already be placed on it (`place_params`) and `rules` are the mesh's logical axis rules.
+  max_batch: decode at most this many prompts at a time (an evaluation set of thousands), each
+  batch padded to max_batch rows so that one compiled shape serves them all; batch n > 0 draws
+  from the seed's key folded with n. on_token: see `decode_loop` (called for each batch in turn).
   """
   if not prompts or any(len(p) == 0 for p in prompts):
     raise ValueError("Every prompt needs at least one token (the direction token).")
-  lengths = np.array([len(p) for p in prompts], np.int32)
-  width = int(lengths.max())
+  width = max(len(p) for p in prompts)
   if width + sampling.max_new_tokens > cfg.max_len:
     raise ValueError(f"The longest prompt ({width} tokens) plus max_new_tokens="
                      f"{sampling.max_new_tokens} is {width + sampling.max_new_tokens} positions, "
                      f"beyond the model's max_len={cfg.max_len}; shorten the prompt or lower "
                      "max_new_tokens.")
-  width, slots = buckets(width, sampling.max_new_tokens, cfg.max_len)
-  rows = _round_up(len(prompts), _batch_multiple(mesh, rules))
+  per_row = list(stop_ids) if stop_ids is not None else [()] * len(prompts)
+  if len(per_row) != len(prompts):
+    raise ValueError(f"stop_ids has {len(per_row)} rows for {len(prompts)} prompts; give one "
+                     "tuple of stop ids per prompt (or None for the sampling config's alone).")
+  if max_batch is not None and max_batch < 1:
+    raise ValueError(f"max_batch={max_batch}; give a positive number of prompts, or None.")
+  size = len(prompts) if max_batch is None else min(max_batch, len(prompts))
+  key = jax.random.key(sampling.seed)
+  parts = [_sample_batch(cfg, params, prompts[i:i + size], per_row[i:i + size], sampling,
+                         rows=size, key=key if i == 0 else jax.random.fold_in(key, i // size),
+                         mesh=mesh, rules=rules, on_token=on_token)
+           for i in range(0, len(prompts), size)]
+  return Samples(*(np.concatenate(fields) for fields in zip(*parts)))
+
+
+def _sample_batch(cfg, params, prompts, per_row, sampling, *, rows, key, mesh, rules,
+                  on_token) -> Samples:
+  """One bucketed batch of at most `rows` prompts (more rows where the mesh needs them)."""
+  lengths = np.array([len(p) for p in prompts], np.int32)
+  width, slots = buckets(int(lengths.max()), sampling.max_new_tokens, cfg.max_len)
+  rows = _round_up(rows, _batch_multiple(mesh, rules))
   tokens = np.full((rows, width), vocab_lib.PAD_ID, np.int32)
   for row, prompt in enumerate(prompts):
     tokens[row, width - len(prompt):] = prompt
   lengths = np.pad(lengths, (0, rows - len(prompts)))  # extra rows: length 0, never decoded
-  stops = _stop_matrix(len(prompts), sampling.stop_ids, stop_ids)
-  stops = np.pad(stops, ((0, rows - len(prompts)), (0, 0)), constant_values=NO_STOP)
+  stops = np.pad(_stop_matrix(sampling.stop_ids, per_row), ((0, rows - len(prompts)), (0, 0)),
+                 constant_values=NO_STOP)
   if mesh is None:
     inputs = jax.device_put((tokens, lengths, stops))
   else:
     inputs = tuple(jax.device_put(x, parallel.batch_sharding(mesh, rules, x.shape))
                    for x in (tokens, lengths, stops))
-  key = jax.random.key(sampling.seed)
-  if mesh is not None:
     key = jax.device_put(key, NamedSharding(mesh, PartitionSpec()))
   out = decode_loop(cfg, params, *inputs, key, sampling=sampling, slots=slots, mesh=mesh,
                     rules=rules, on_token=on_token)
@@ -296,7 +312,8 @@ def sample(cfg: ModelConfig, params: dict, prompts: Sequence[Sequence[int]],
 
 
 def generate_ids(cfg: ModelConfig, params: dict, prompts: Sequence[Sequence[int]],
-                 sampling: SamplingConfig, *, mesh: Mesh | None = None,
-                 rules=()) -> list[list[int]]:
+                 sampling: SamplingConfig, *, mesh: Mesh | None = None, rules=(),
+                 max_batch: int | None = None) -> list[list[int]]:
   """The new tokens of each prompt, stop token excluded (today's contract, kept for callers)."""
-  return sample(cfg, params, prompts, sampling, mesh=mesh, rules=rules).output_ids()
+  return sample(cfg, params, prompts, sampling, mesh=mesh, rules=rules,
+                max_batch=max_batch).output_ids()

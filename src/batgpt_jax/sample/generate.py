@@ -27,7 +27,7 @@ def _generate(args, gin_text: str) -> int:
     raise SystemExit("error: give at least one --prompt (or --prompt_file).")
   if args.chat and args.direction != "l2r":
     raise SystemExit("error: --chat writes replies left to right; drop --direction=r2l.")
-  loaded = options.load(args)
+  loaded = options.load_from_flags(args)
   sampling = options.sampling_config(args, loaded.vocabulary)
   print(f"# {loaded.source}, {args.direction}", file=sys.stderr)
   model = dict(mesh=loaded.mesh, rules=loaded.rules)

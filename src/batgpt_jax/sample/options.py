@@ -11,6 +11,7 @@ from batgpt_jax import checkpoints, parallel
 from batgpt_jax.data import vocab as vocab_lib
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.sample import engine
+from batgpt_jax.train import state as train_state
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,25 +72,35 @@ def mesh_and_rules() -> tuple[Mesh | None, tuple]:
   return parallel.mesh_from_config(mesh_cfg), parallel.check_rules(mesh_cfg.axis_rules)
 
 
-def load(args) -> Loaded:
-  """The checkpoint named by --checkpoint/--step (or TrainConfig.run_dir) with its tokenizer."""
-  # pylint: disable=import-outside-toplevel
+def load(checkpoint: str, step: int | None = None, *, vocab_path: str | None = None,
+         mesh: Mesh | None = None, rules=()) -> Loaded:
+  """A checkpoint (run, checkpoints or step dir) ready to sample, its parameters on `mesh`.
+
+  The tokenizer is `vocab_path`, else the gin-configured DataConfig's (the run's gin files).
+  """
+  # pylint: disable-next=import-outside-toplevel
   from batgpt_jax.data import pipeline
-  from batgpt_jax.train import loop
-  from batgpt_jax.train import state as train_state
-  checkpoints_dir, step = checkpoints.find_step(args.checkpoint or loop.TrainConfig().run_dir,
-                                                args.step)
+  checkpoints_dir, step = checkpoints.find_step(checkpoint, step)
   cfg, _ = checkpoints.read_config(checkpoints_dir, step)
-  vocabulary = (vocab_lib.load_vocabulary(args.vocab) if args.vocab
+  vocabulary = (vocab_lib.load_vocabulary(vocab_path) if vocab_path
                 else pipeline.vocabulary_for(pipeline.DataConfig()))
   if vocabulary.vocab_size > cfg.vocab_size:
     raise SystemExit(f"error: the tokenizer has {vocabulary.vocab_size} pieces but the model "
                      f"only {cfg.vocab_size}; pass the run's tokenizer with --vocab.")
-  mesh, rules = mesh_and_rules()
   shardings = None if mesh is None else train_state.param_shardings(cfg, mesh, rules)
   params = checkpoints.read_params(checkpoints_dir, step, shardings)
-  return Loaded(cfg=cfg, params=params, vocabulary=vocabulary, mesh=mesh, rules=rules,
+  return Loaded(cfg=cfg, params=params, vocabulary=vocabulary, mesh=mesh,
+                rules=tuple(rules) if mesh is not None else (),
                 source=f"{checkpoints_dir}/{step}")
+
+
+def load_from_flags(args) -> Loaded:
+  """`load` for --checkpoint (default TrainConfig.run_dir), --step, --vocab, on the gin mesh."""
+  # pylint: disable-next=import-outside-toplevel
+  from batgpt_jax.train import loop
+  mesh, rules = mesh_and_rules()
+  return load(args.checkpoint or loop.TrainConfig().run_dir, args.step, vocab_path=args.vocab,
+              mesh=mesh, rules=rules)
 
 
 def report_errors(run):

@@ -61,10 +61,11 @@ def continuation_text(vocabulary, prompt: Sequence[int], ids: Sequence[int],
 
 def generate_text(cfg: ModelConfig, params, vocabulary, texts: Sequence[str],
                   sampling: engine.SamplingConfig, *, direction: str = "l2r",
-                  mesh: Mesh | None = None, rules=()) -> list[str]:
+                  mesh: Mesh | None = None, rules=(), max_batch: int | None = None) -> list[str]:
   """The text after (l2r) or before (r2l) each of `texts`, spaces kept: text + it reads right."""
   prompts = [prompt_ids(vocabulary, text, direction) for text in texts]
-  outputs = engine.generate_ids(cfg, params, prompts, sampling, mesh=mesh, rules=rules)
+  outputs = engine.generate_ids(cfg, params, prompts, sampling, mesh=mesh, rules=rules,
+                                max_batch=max_batch)
   return [continuation_text(vocabulary, prompt, ids, direction)
           for prompt, ids in zip(prompts, outputs)]
 
@@ -78,12 +79,13 @@ def with_chat_stop(vocabulary, sampling: engine.SamplingConfig) -> engine.Sampli
 
 
 def chat_replies(cfg: ModelConfig, params, vocabulary, prompts: Sequence[str],
-                 sampling: engine.SamplingConfig, *, mesh: Mesh | None = None,
-                 rules=()) -> list[str]:
+                 sampling: engine.SamplingConfig, *, mesh: Mesh | None = None, rules=(),
+                 max_batch: int | None = None) -> list[str]:
   """The assistant's reply to each rendered chat prompt (`data.chat.chat_prompt`), stripped.
 
-  One batch through the engine; <eop> and EOS end a reply and are not part of it.
+  Batches of up to `max_batch` prompts (all at once when None) through the engine; <eop> and
+  EOS end a reply and are not part of it.
   """
   return [reply.strip() for reply in generate_text(
       cfg, params, vocabulary, prompts, with_chat_stop(vocabulary, sampling), mesh=mesh,
-      rules=rules)]
+      rules=rules, max_batch=max_batch)]

@@ -102,7 +102,7 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, model_cfg: ModelCon
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings: dict,
                    model_cfg: ModelConfig, gin_text: str) -> Restored | None:
   """The newest readable checkpoint placed in `shardings`, or None when there is none."""
-  steps = sorted(mngr.all_steps(), reverse=True)
+  steps = complete_steps(mngr)
   if not steps:
     return None
   check_compatible(mngr, steps[0], model_cfg, gin_text)
@@ -121,6 +121,24 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings:
   raise UnreadableCheckpointError(
       f"No checkpoint in {mngr.directory} could be restored (steps {steps}); see the errors "
       "above. Move the directory away to start afresh.")
+
+
+def complete_steps(mngr: ocp.CheckpointManager) -> list[int]:
+  """The steps whose folder holds every item, newest first; others are named once and skipped.
+
+  Orbax lists any numeric folder as a step; an empty or partial one (a copy cut short, a
+  folder made by hand) would otherwise stop every resume with a KeyError on its first item.
+  """
+  complete = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    folder = epath.Path(mngr.directory) / str(step)
+    missing = [item for item in ITEMS if not (folder / item).is_dir()]
+    if missing:
+      logging.warning("Skipping %s: not a complete checkpoint (no %s).", folder,
+                      ", ".join(missing))
+    else:
+      complete.append(step)
+  return complete
 
 
 def _first_line(err: BaseException, limit: int = 300) -> str:

@@ -3,7 +3,10 @@
 Preemption. A SIGTERM (a preemption or maintenance notice, `scancel`, a pod being deleted) may
 reach any one host. In a multi-process run JAX's coordination service catches it and every host
 learns of it; `multihost_utils.reached_preemption_sync_point` then returns True on all hosts at
-the same step, where they save and exit. A single process catches SIGTERM itself.
+the same step, where they save and exit. A single process catches SIGTERM itself, and treats
+Ctrl-C (SIGINT) the same way: save at the current step, exit with PREEMPTED_EXIT; a second
+Ctrl-C aborts at once (KeyboardInterrupt), without saving. (With several processes Ctrl-C keeps
+its default: one host alone cannot agree a stop step with the others.)
 
 Non-finite steps. `train_step` skips the update of a step whose loss or gradient norm is NaN or
 Inf (parameters and optimizer state are kept) and reports it; `NonFiniteSteps` counts them and
@@ -30,14 +33,20 @@ class StopAgreement:
   def __init__(self):
     self._multihost = jax.process_count() > 1
     self._received = False
-    self._previous = None
+    self._previous = {}
     if not self._multihost:  # with several processes, the coordination service owns SIGTERM
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
 
   def _handle(self, signum, frame):
     del frame
-    logging.warning("Received signal %d: saving a checkpoint at the current step, then exiting.",
-                    signum)
+    if signum == signal.SIGINT:  # the next Ctrl-C is the default one: abort at once
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      logging.warning("Ctrl-C: saving a checkpoint at the current step, then exiting (press "
+                      "Ctrl-C again to abort without saving).")
+    else:
+      logging.warning("Received signal %d: saving a checkpoint at the current step, then "
+                      "exiting.", signum)
     self._received = True
 
   def reached(self, step: int) -> bool:
@@ -47,9 +56,9 @@ class StopAgreement:
     return self._received
 
   def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
 
 
 class NonFiniteSteps:

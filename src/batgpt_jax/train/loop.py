@@ -19,7 +19,7 @@ from batgpt_jax.data import pipeline
 from batgpt_jax.model import config as model_config
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.train import faults, metrics, state as train_state, step as train_step
+from batgpt_jax.train import faults, metrics, run_lock, state as train_state, step as train_step
 
 
 @gin.configurable
@@ -100,8 +100,22 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
           gin_text: str = "") -> list[dict]:
   """Trains (or resumes) to `cfg.steps`. Returns the logged train and eval records.
 
-  After a preemption notice the last record is {'kind': 'preempted', 'step': ...}.
+  After a preemption notice (or Ctrl-C) the last record is {'kind': 'preempted', 'step': ...}.
+  The run directory is locked for the whole run (`run_lock`): a second job into it is refused.
   """
+  lock = run_lock.RunLock(cfg.run_dir) if jax.process_index() == 0 else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    return _train(cfg, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfig,
+           mesh_cfg: parallel.MeshConfig, opt_cfg: train_state.OptimizerConfig,
+           gin_text: str) -> list[dict]:
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   mesh = parallel.mesh_from_config(mesh_cfg)
   parallel.log_mesh(mesh)
@@ -129,6 +143,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
     skipped_before = restored.skipped_steps
     metrics.log_console(f"Resumed from checkpoint step {restored.step} (data position "
                         f"{position}) in {cfg.run_dir}")
+  jsonl_path = os.path.join(cfg.run_dir, "metrics.jsonl")
+  dropped = metrics.cut_jsonl(jsonl_path, restored.step if restored else 0)
+  if dropped:
+    metrics.log_console(f"Dropped {dropped} records after step "
+                        f"{restored.step if restored else 0} from {jsonl_path}: those steps "
+                        "run again now")
 
   train_fn, eval_fn = train_step.jit_steps(objective, tx, mesh, rules, shardings,
                                            microbatches=cfg.microbatches)
@@ -145,8 +165,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
   with logs.native_noise_filtered():  # the first batch starts the tokenizer ops
     batches = itertools.chain([next(batches)], batches)
   eval_set = None
-  writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"),
-                          os.path.join(cfg.run_dir, "metrics.jsonl"))
+  writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"), jsonl_path)
   throughput = metrics.Throughput(cfg.global_batch * cfg.seq_len, cfg.steps,
                                   metrics.train_flops_per_token(model_cfg, cfg.seq_len),
                                   metrics.peak_flops(mesh.devices.flat[0], mesh.size))
@@ -192,8 +211,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
       if stop.reached(step):
         save(force=True)
         mngr.wait_until_finished()
-        logging.warning("Saved step %d after a preemption notice (SIGTERM); exiting. Run the "
-                        "same command again to resume.", step)  # every host says so
+        logging.warning("Saved step %d after a preemption notice (SIGTERM) or Ctrl-C; exiting. "
+                        "Run the same command again to resume.", step)  # every host says so
         history.append({"step": step, "kind": "preempted"})
         break
       if step % cfg.checkpoint_every == 0 or step == cfg.steps:

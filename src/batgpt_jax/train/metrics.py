@@ -104,6 +104,31 @@ class Writer:
       self.jsonl.close()
 
 
+def cut_jsonl(path: str, step: int) -> int:
+  """Drops the records after `step` from a JSON-lines file; returns how many were dropped.
+
+  A resumed run trains the steps after its checkpoint again: their old records (written before
+  a crash or a kill) would otherwise appear twice.
+  """
+  if jax.process_index() != 0 or not tf.io.gfile.exists(path):
+    return 0
+  with tf.io.gfile.GFile(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line for line in lines if _record_step(line) <= step]
+  if len(kept) < len(lines):
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+      f.write("".join(kept))
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)  # never a half-written file
+  return len(lines) - len(kept)
+
+
+def _record_step(line: str) -> float:
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):  # a line cut short by a kill: drop it
+    return float("inf")
+
+
 def read_jsonl(path: str) -> list[dict]:
   with tf.io.gfile.GFile(path) as f:
     return [json.loads(line) for line in f if line.strip()]

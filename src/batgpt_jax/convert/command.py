@@ -44,7 +44,7 @@ def cmd_export(args, gin_text: str) -> int:
   result = orbax_to_hf.export(args.checkpoint, args.output, step=args.step,
                               layout_name=args.layout, dtype=args.dtype,
                               max_shard_bytes=args.max_shard_size, sp_model_path=_vocab_path(args),
-                              progress=not args.quiet)
+                              progress=not args.quiet, overwrite=args.overwrite)
   print(f"Wrote step {result.step} as {result.layout} to {result.out_dir}: "
         f"{', '.join(result.files)}")
   return 0
@@ -71,7 +71,7 @@ def _run_reporting_errors(fn):
     from batgpt_jax.convert.layout import LayoutError  # pylint: disable=import-outside-toplevel
     try:
       return fn(args, gin_text)
-    except (LayoutError, FileNotFoundError, FileExistsError) as err:
+    except (LayoutError, FileNotFoundError, FileExistsError, config.InputError) as err:
       print(f"error: {err}", file=sys.stderr)
       return 2
   return run
@@ -101,6 +101,8 @@ def add_convert_command(subparsers) -> None:
   export.add_argument("--vocab", default=None,
                       help="SentencePiece model to export (default: DataConfig's vocabulary)")
   export.add_argument("--no_tokenizer", action="store_true", help="write no tokenizer files")
+  export.add_argument("--overwrite", action="store_true",
+                      help="replace the files of an earlier export in --output (default: refuse)")
   export.add_argument("--quiet", action="store_true", help="no progress bar")
   export.set_defaults(run=_run_reporting_errors(cmd_export))
 

@@ -6,7 +6,6 @@ read one at a time into our stacked parameters; every name and shape is checked 
 """
 
 import dataclasses
-import json
 import os
 
 import jax.numpy as jnp
@@ -37,8 +36,7 @@ def read_hf_config(hf_dir: str) -> dict:
     found = sorted(os.listdir(hf_dir))[:20] if os.path.isdir(hf_dir) else "it does not exist"
     raise FileNotFoundError(f"No config.json in {hf_dir} (found: {found}); point the import at "
                             "a Hugging Face model directory.")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return safetensors_io.read_json(path)
 
 
 def model_config(hf: dict, layout_name: str | None, base: ModelConfig,

@@ -41,8 +41,12 @@ def _special_ids(sp_model_path: str | None) -> dict:
 def export(checkpoint: str, out_dir: str, *, step: int | None = None,
            layout_name: str | None = None, dtype: str | None = None,
            max_shard_bytes: int = 2 << 30, sp_model_path: str | None = None,
-           progress: bool = True) -> Exported:
-  """Writes config.json, generation_config.json, safetensors (+ index) and tokenizer files."""
+           progress: bool = True, overwrite: bool = False) -> Exported:
+  """Writes config.json, generation_config.json, safetensors (+ index) and tokenizer files.
+
+  Refuses (before writing anything) an `out_dir` holding any file it would write, unless
+  `overwrite`; then those files and any older safetensors shards are replaced.
+  """
   checkpoints_dir, step = checkpoints.find_step(checkpoint, step)
   cfg, _ = checkpoints.read_config(checkpoints_dir, step)
   target = convert.layout_for(cfg, layout_name)
@@ -55,13 +59,11 @@ def export(checkpoint: str, out_dir: str, *, step: int | None = None,
   if {path: shape for path, (shape, _) in saved.items()} != expected:
     raise ValueError(f"The parameters in {checkpoints_dir}/{step} do not have the shapes of its "
                      "own saved model config; the checkpoint is damaged or was edited.")
-  stale = [f for f in (safetensors_io.SINGLE_NAME, safetensors_io.INDEX_NAME)
-           if os.path.exists(os.path.join(out_dir, f))]
-  if stale:
-    raise FileExistsError(f"{out_dir} already holds a model ({', '.join(stale)}); export into "
-                          "a new or empty directory.")
   tensors = target.tensors(cfg)
   shapes = layout.hf_shapes(cfg, tensors)
+  writer_files = safetensors_io.shard_file_names(shapes, dtype, max_shard_bytes)
+  _clear_outputs(out_dir, writer_files + [safetensors_io.INDEX_NAME] + list(CONFIG_OUTPUTS)
+                 + (list(TOKENIZER_OUTPUTS) if sp_model_path is not None else []), overwrite)
   os.makedirs(out_dir, exist_ok=True)
   writer = safetensors_io.ShardedWriter(out_dir, shapes, dtype, max_shard_bytes)
   loaded: dict = {}
@@ -93,6 +95,25 @@ def export(checkpoint: str, out_dir: str, *, step: int | None = None,
     logging.warning("No tokenizer given: %s has weights and config but no tokenizer files.",
                     out_dir)
   return Exported(out_dir=out_dir, layout=target.NAME, step=step, files=files)
+
+
+CONFIG_OUTPUTS = ("config.json", "generation_config.json")
+TOKENIZER_OUTPUTS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                     "tokenizer.model")  # what convert/tokenizer.py writes
+
+
+def _clear_outputs(out_dir: str, names: list[str], overwrite: bool) -> None:
+  """Refuses to replace existing files unless `overwrite`; then removes them and old shards."""
+  if not os.path.isdir(out_dir):
+    return
+  shards = [f for f in os.listdir(out_dir) if f.startswith("model") and
+            f.endswith(".safetensors")]
+  existing = sorted({f for f in names if os.path.exists(os.path.join(out_dir, f))} | set(shards))
+  if existing and not overwrite:
+    raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; export into a new or "
+                          "empty directory, or pass --overwrite to replace them.")
+  for name in existing:
+    os.remove(os.path.join(out_dir, name))
 
 
 def _write_json(path: str, value: dict) -> None:

@@ -15,6 +15,8 @@ import sys
 import ml_dtypes
 import numpy as np
 
+from batgpt_jax import config
+
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 DTYPES = {"float32": ("F32", np.dtype(np.float32)),
@@ -45,6 +47,13 @@ def plan_shards(shapes: dict[str, tuple], dtype: str, max_shard_bytes: int) -> l
   return shards
 
 
+def shard_file_names(shapes: dict[str, tuple], dtype: str, max_shard_bytes: int) -> list[str]:
+  """The safetensors file names that a writer of these tensors creates."""
+  total = len(plan_shards(shapes, dtype, max_shard_bytes))
+  return [SINGLE_NAME] if total == 1 else [
+      f"model-{k + 1:05d}-of-{total:05d}.safetensors" for k in range(total)]
+
+
 class ShardedWriter:
   """Writes tensors, in the order of `shapes`, to model.safetensors or N shards plus an index."""
 
@@ -52,9 +61,7 @@ class ShardedWriter:
     self.out_dir, self.shapes = out_dir, {k: tuple(v) for k, v in shapes.items()}
     self.code, self.dtype = DTYPES[dtype]
     shards = plan_shards(self.shapes, dtype, max_shard_bytes)
-    total = len(shards)
-    self.files = [SINGLE_NAME] if total == 1 else [
-        f"model-{k + 1:05d}-of-{total:05d}.safetensors" for k in range(total)]
+    self.files = shard_file_names(self.shapes, dtype, max_shard_bytes)
     self.weight_map = {name: self.files[k] for k, names in enumerate(shards) for name in names}
     self._order = [name for names in shards for name in names]
     self._shards = shards
@@ -110,15 +117,31 @@ class ShardedWriter:
     return list(self.files) + [INDEX_NAME]
 
 
+def read_json(path: str) -> dict:
+  """A JSON object from a file, or an InputError naming the file, the line and the column."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    raise config.InputError(f"{path} is not valid JSON ({err}); fix or re-create the file.") \
+        from None
+  if not isinstance(value, dict):
+    raise config.InputError(f"{path} holds a JSON {type(value).__name__}, expected an object.")
+  return value
+
+
 class SafetensorsReader:
   """The tensors of a Hugging Face directory (one model.safetensors, or shards and an index)."""
 
   def __init__(self, directory: str):
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from safetensors import SafetensorError, safe_open
     index = os.path.join(directory, INDEX_NAME)
     if os.path.exists(index):
-      with open(index, encoding="utf-8") as f:
-        weight_map = json.load(f)["weight_map"]
+      weight_map = read_json(index).get("weight_map")
+      if not isinstance(weight_map, dict):
+        raise config.InputError(f"{index}: no 'weight_map' object mapping tensor names to shard "
+                                "files; re-save the model with save_pretrained.")
       files = sorted(set(weight_map.values()))
     elif os.path.exists(os.path.join(directory, SINGLE_NAME)):
       files, weight_map = [SINGLE_NAME], None
@@ -131,7 +154,14 @@ class SafetensorsReader:
     if absent:
       raise FileNotFoundError(f"{INDEX_NAME} in {directory} names shards that are missing: "
                               f"{absent}")
-    self._handles = {f: safe_open(os.path.join(directory, f), framework="numpy") for f in files}
+    self._handles = {}
+    for f in files:
+      path = os.path.join(directory, f)
+      try:
+        self._handles[f] = safe_open(path, framework="numpy")
+      except SafetensorError as err:  # truncated, or not safetensors at all
+        raise config.InputError(f"{path} is not a readable safetensors file ({err}); it is "
+                                "probably truncated: download or copy it again.") from None
     self.location = {}
     for f, handle in self._handles.items():
       for name in handle.keys():

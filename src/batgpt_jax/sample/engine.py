@@ -19,6 +19,9 @@ Sharding: give the training mesh and its logical axis rules and the parameters p
 `place_params` (the training layout, `train.state.param_shardings`). The KV cache carries the
 logical names of the attention's k and v activations (`CACHE_AXES`), so the rules shard it like
 them (batch over data and fsdp, KV heads over tensor) and writing to it never reshards.
+
+Streaming (chat only): `on_token` adds an `io_callback` to the loop body, so tokens reach the host
+as they are sampled; without it the compiled program has no callback and no transfer at all.
 """
 
 import contextlib

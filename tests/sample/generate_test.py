@@ -35,16 +35,18 @@ def test_generate_prints_the_whole_text_with_its_spaces(run, batgpt_model, data_
 
 def test_generate_r2l_writes_what_comes_before(run, batgpt_model, data_tiny_vocab):
   cfg, params = batgpt_model
-  out = run("--prompt=the end.", "--direction=r2l")
-  prompt = text.prompt_ids(data_tiny_vocab, "the end.", "r2l")
-  new = engine.generate_ids(cfg, params, [prompt], engine.SamplingConfig(max_new_tokens=10))[0]
-  whole = data_tiny_vocab.decode(new[::-1] + prompt[1:][::-1])
-  assert out == f"--- [0] ---\n{whole}\n" and whole.endswith("the end.")
+  texts = ["the end.", "a bird.", "今天天气"]  # three prompts: the batch shape other tests use
+  out = run(*(f"--prompt={t}" for t in texts), "--direction=r2l")
+  prompts = [text.prompt_ids(data_tiny_vocab, t, "r2l") for t in texts]
+  new = engine.generate_ids(cfg, params, prompts, engine.SamplingConfig(max_new_tokens=10))
+  wholes = [data_tiny_vocab.decode(n[::-1] + p[1:][::-1]) for p, n in zip(prompts, new)]
+  assert out == "".join(f"--- [{i}] ---\n{w}\n" for i, w in enumerate(wholes))
+  assert all(w.endswith(t) for w, t in zip(wholes, texts))
 
 
 def test_generate_sampling_chat_and_bad_flags(run):
-  out = run("--prompt=The cat", "--prompt=A dog", "--temperature=0.7", "--top_k=50",
-            "--top_p=0.9", "--seed=3", "--stop=<eop>")
+  out = run("--prompt=The cat", "--prompt=A dog", "--prompt=The", "--temperature=0.7",
+            "--top_k=50", "--top_p=0.9", "--seed=3", "--stop=<eop>")
   assert "--- [0] ---\nThe cat" in out and "--- [1] ---\nA dog" in out
   assert run("--prompt=Hi", "--chat", "--system=Be brief.").startswith("--- [0] ---\n")
   with pytest.raises(SystemExit, match="not a single piece"):

@@ -49,7 +49,7 @@ def cmd_eval(args, gin_text: str) -> int:
     # pylint: disable=import-outside-toplevel
     from batgpt_jax.evaluate import instruction_eval
     from batgpt_jax.sample import options
-    return options.report_errors(lambda a, _: instruction_eval.run(a, options.load(a)))(
+    return options.report_errors(lambda a, _: instruction_eval.run(a, options.load_from_flags(a)))(
         args, gin_text)
   from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
   loop.evaluate_checkpoint(**config.run_configs().as_kwargs(), gin_text=gin_text)

@@ -35,7 +35,7 @@ def test_shipped_files_are_the_generator_output(tmp_path):
 def test_splits_are_disjoint_and_sized():
   train = instructions.default_examples("train")
   held_out = instructions.default_examples("validation")
-  assert len(train) == 4040 and len(held_out) == 480
+  assert len(train) == 5240 and len(held_out) == 480
   assert not {_user_turns(r) for r in train} & {_user_turns(r) for r in held_out}
   assert len({_user_turns(r) for r in held_out}) == 480  # no duplicates either
   arithmetic = lambda records: {_sum_of(r) for r in records if r["family"] == "arithmetic"}
@@ -72,7 +72,7 @@ def test_answers_are_short_and_exact():
 def test_records_are_well_formed_jsonl():
   raw = gzip.decompress((instructions.DIRECTORY / "train.jsonl.gz").read_bytes()).decode("utf-8")
   lines = raw.splitlines()
-  assert len(lines) == 4040 and raw.endswith("\n")
+  assert len(lines) == 5240 and raw.endswith("\n")
   record = json.loads(lines[0])
   assert list(record) == ["family", "language", "messages"]
   systems = sum(json.loads(line)["messages"][0]["role"] == "system" for line in lines)
@@ -90,3 +90,5 @@ def test_every_conversation_fits_the_sft_rows_of_the_default_vocabulary():
       longest[record["family"]] = max(longest.get(record["family"], 0), row)
   # gin/sft.gin trains on 128-token rows: no conversation loses a turn there.
   assert max(longest.values()) <= 128, longest
+  sp = vocabulary.tokenizer
+  assert all(sp.id_to_piece(sp.piece_to_id(c)) == c for w in generate.ZH_WORDS for c in w)

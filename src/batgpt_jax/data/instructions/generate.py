@@ -8,9 +8,9 @@ assistant reply that is the exact answer. Families (FAMILIES):
 
   arithmetic    a + b with one-digit a and b; the held-out split asks sums (facts) that the train
                 split never asks, in any wording or language
-  copy          repeat 2-4 words
-  reverse       say 2-4 words in reverse order
-  sort          3-5 distinct digits (en, zh) or letters (en) in increasing order
+  copy          repeat 2-3 words
+  reverse       say 2-3 words in reverse order
+  sort          3-4 distinct digits (en, zh) or letters (en) in increasing order
   corpus_facts  a sentence in the embedded corpus's style, built from its generator and lexicon
                 (a character's trade and town, a pet, the weather, a shopping trip), and a
                 question that it answers; in-context, so a tiny model can learn it exactly
@@ -36,7 +36,8 @@ from batgpt_jax.data.corpus import lexicon as lx
 DEFAULT_SEED = 20250301
 FAMILIES = ("arithmetic", "copy", "reverse", "sort", "corpus_facts", "recall")
 HELD_OUT_PER_FAMILY = 80
-TRAIN_PER_FAMILY = {"copy": 600, "reverse": 600, "sort": 600, "corpus_facts": 800,
+# copy, reverse and sort get the most: a tiny model learns to copy from context slowly.
+TRAIN_PER_FAMILY = {"copy": 1000, "reverse": 1000, "sort": 1000, "corpus_facts": 800,
                     "recall": 800}  # arithmetic: every wording of every train sum (640)
 ARITHMETIC_HELD_OUT_SUMS = 20  # of the 100 one-digit sums
 CHINESE_SHARE = 0.4
@@ -47,7 +48,10 @@ ACK = {"en": "OK.", "zh": "好的。"}
 
 EN_WORDS = tuple(sorted({a[0] for a in lx.ANIMALS} | set(lx.COLOURS) | {p for p, _ in lx.PETS}
                         | {b for b in lx.BUILDINGS if " " not in b}))
-ZH_WORDS = tuple([a for a, _ in lx.ZH_ANIMALS] + list(lx.ZH_FOODS) + [p for p, _ in lx.ZH_PLACES])
+# Words whose characters are all pieces of the default tokenizer (trained on the corpus), so a
+# copied word is one or two tokens, not six bytes.
+ZH_WORDS = ("猫", "狗", "鸟", "鱼", "马", "羊", "鸭子", "花", "树", "山", "河", "书", "菜", "学校",
+            "公园", "商店", "医院", "市场", "饭馆", "朋友", "老师", "河边", "山上", "图书馆")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -74,14 +78,14 @@ def _language(rng) -> str:
 
 def copy_words(rng):
   language = _language(rng)
-  words = " ".join(rng.sample(EN_WORDS if language == "en" else ZH_WORDS, rng.randint(2, 4)))
+  words = " ".join(rng.sample(EN_WORDS if language == "en" else ZH_WORDS, rng.randint(2, 3)))
   ask = (("Repeat these words: ", "Copy: ") if language == "en" else ("重复这些词：", "照抄："))
   return language, [(rng.choice(ask) + words, words)]
 
 
 def reverse_words(rng):
   language = _language(rng)
-  words = rng.sample(EN_WORDS if language == "en" else ZH_WORDS, rng.randint(2, 4))
+  words = rng.sample(EN_WORDS if language == "en" else ZH_WORDS, rng.randint(2, 3))
   ask = (("Reverse the order of these words: ", "Say these words backwards: ")
          if language == "en" else ("把这些词倒过来说：", "倒序："))
   return language, [(rng.choice(ask) + " ".join(words), " ".join(reversed(words)))]
@@ -90,7 +94,7 @@ def reverse_words(rng):
 def sort_items(rng):
   language = _language(rng)
   letters = language == "en" and rng.random() < 0.4
-  items = rng.sample(LETTERS if letters else "0123456789", rng.randint(3, 5))
+  items = rng.sample(LETTERS if letters else "0123456789", rng.randint(3, 4))
   if letters:
     ask = "Sort these letters alphabetically: "
   elif language == "en":
@@ -154,11 +158,12 @@ def _en_slots(rng) -> dict:
 
 
 def _zh_slots(rng) -> dict:
-  name, colour, food = rng.choice(lx.ZH_NAMES), rng.choice(lx.ZH_COLOURS), rng.choice(lx.ZH_FOODS)
+  name, colour = rng.choice(lx.ZH_NAMES), rng.choice(lx.ZH_COLOURS)
   where, number = rng.choice(lx.ZH_PLACES)[0], rng.randint(1, 20)
+  (beast, unit), count = rng.choice(lx.ZH_ANIMALS), corpus_gen.zh_number(rng.randint(1, 9), True)
   return {"name": (f"我叫{name}。", "我叫什么名字？", name),
           "colour": (f"我最喜欢的颜色是{colour}色。", "我最喜欢什么颜色？", f"{colour}色"),
-          "food": (f"我最喜欢吃{food}。", "我最喜欢吃什么？", food),
+          "animals": (f"我家有{count}{unit}{beast}。", f"我家有几{unit}{beast}？", count),
           "place": (f"我今天去了{where}。", "我今天去了哪里？", where),
           "number": (f"我的幸运数字是{number}。", "我的幸运数字是多少？", str(number))}
 

@@ -6,7 +6,6 @@ output identical to today's generate", and the negative control of the transfer-
 """
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ from conftest import mesh_config
 from batgpt_jax import parallel
 from batgpt_jax.data import vocab
 from batgpt_jax.model import transformer
-from batgpt_jax.sample import engine, filters
+from batgpt_jax.sample import engine, host_loop
 
 PROMPTS = [[3, 50, 60, 70, 80, 90, 100], [4, 11], [3, 200, 201, 202]]
 # The tests share these settings (and PROMPTS' shapes), so the engine compiles few programs.
@@ -26,53 +25,6 @@ GREEDY = engine.SamplingConfig(max_new_tokens=10, stop_ids=())
 HOT = engine.SamplingConfig(max_new_tokens=10, stop_ids=(), temperature=1.3, seed=3)
 FILTERED = engine.SamplingConfig(max_new_tokens=10, stop_ids=(), temperature=0.7, top_k=50,
                                  top_p=0.9, seed=4)
-
-
-# --- today's loop, kept as the oracle -----------------------------------------------------------
-
-@functools.partial(jax.jit, static_argnames=("temperature", "top_k", "top_p"))
-def _choose(logits, key, *, temperature: float, top_k: int, top_p: float):
-  if temperature == 0.0:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  logits = filters.filter_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("cache",))
-def _decode_step(cfg, params, tokens, cache, index, start):
-  positions = jnp.maximum(index + jnp.arange(tokens.shape[1])[None, :] - start[:, None], 0)
-  logits, cache = transformer.decode(cfg, params, tokens, positions, cache, index, start)
-  return logits[:, -1], cache
-
-
-def _host_loop_ids(cfg, params, prompts, sampling) -> list[list[int]]:
-  lengths = np.array([len(p) for p in prompts], np.int32)
-  width, slots = engine.buckets(int(lengths.max()), sampling.max_new_tokens, cfg.max_len)
-  tokens = np.full((len(prompts), width), vocab.PAD_ID, np.int32)
-  for row, prompt in enumerate(prompts):
-    tokens[row, width - len(prompt):] = prompt
-  start = jnp.asarray(width - lengths)
-  cache = transformer.init_cache(cfg, len(prompts), slots)
-  logits, cache = _decode_step(cfg, params, jnp.asarray(tokens), cache, 0, start)
-  stop = np.asarray(sampling.stop_ids, np.int32)
-  done = np.zeros(len(prompts), bool)
-  outputs = [[] for _ in prompts]
-  key = jax.random.key(sampling.seed)
-  for step in range(sampling.max_new_tokens):
-    key, sub = jax.random.split(key)
-    chosen = np.asarray(_choose(logits, sub, temperature=float(sampling.temperature),
-                                top_k=int(sampling.top_k), top_p=float(sampling.top_p)))
-    for row in np.flatnonzero(~done):
-      if chosen[row] in stop:
-        done[row] = True
-      else:
-        outputs[row].append(int(chosen[row]))
-    if done.all() or step == sampling.max_new_tokens - 1:
-      break
-    chosen = np.where(done, vocab.PAD_ID, chosen).astype(np.int32)
-    logits, cache = _decode_step(cfg, params, jnp.asarray(chosen)[:, None], cache, width + step,
-                                 start)
-  return outputs
 
 
 # --- the engine -----------------------------------------------------------------------------
@@ -106,7 +58,7 @@ def test_greedy_equals_todays_loop_and_the_full_forward_argmax(batgpt_model, ful
   cfg, params = batgpt_model
   got = engine.generate_ids(cfg, params, PROMPTS, GREEDY)
   assert [len(out) for out in got] == [10, 10, 10]
-  assert got == _host_loop_ids(cfg, params, PROMPTS, GREEDY)
+  assert got == host_loop.host_loop_ids(cfg, params, PROMPTS, GREEDY)
   for prompt, out in zip(PROMPTS, got):
     seq = list(prompt)
     for _ in range(10):
@@ -118,7 +70,7 @@ def test_sampling_equals_todays_loop_and_follows_its_settings(batgpt_model):
   cfg, params = batgpt_model
   ids = lambda sampling: engine.generate_ids(cfg, params, PROMPTS, sampling)
   for sampling in (HOT, FILTERED):
-    assert ids(sampling) == _host_loop_ids(cfg, params, PROMPTS, sampling)
+    assert ids(sampling) == host_loop.host_loop_ids(cfg, params, PROMPTS, sampling)
   assert ids(HOT) == ids(HOT)
   assert ids(HOT) != ids(dataclasses.replace(HOT, seed=5))
 
@@ -206,7 +158,7 @@ def test_no_transfer_between_host_and_device_while_decoding(batgpt_model):
   assert out.lengths.tolist() == [10, 10, 10]
   # the guard has teeth: the per-token host loop moves every token across
   with jax.transfer_guard("disallow"), pytest.raises(Exception, match="Disallowed"):
-    _host_loop_ids(cfg, params, PROMPTS, HOT)
+    host_loop.host_loop_ids(cfg, params, PROMPTS, HOT)
 
 
 def test_mesh_2_2_2_gives_the_output_of_one_device(batgpt_model, axis_rules):

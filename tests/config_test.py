@@ -122,9 +122,9 @@ def test_a_bad_gin_file_fails_the_real_command_in_one_line_with_exit_2(tmp_path)
 
 
 def test_debug_shows_the_traceback(capsys):
-  with pytest.raises(config.InputError, match="stepz"):
-    cli.main(["train", "--debug", "--gin_file=gin/smoke.gin", "--gin.TrainConfig.stepz=3"])
-  del capsys
+  message = _main_error(["train", "--debug", "--gin_file=gin/smoke.gin",
+                         "--gin.TrainConfig.stepz=3"], capsys)
+  assert "Traceback (most recent call last)" in message and "InputError" in message
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"]])

@@ -10,9 +10,11 @@
 """
 
 import argparse
+import gc
 import importlib
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -151,11 +153,19 @@ def main(argv: list[str] | None = None) -> int:
       args = build_parser(command).parse_args(argv)
       gin_text = config.parse_gin(args.gin_file, bindings)
     return args.run(args, gin_text)
-  except config.InputError as err:  # a malformed file or value: the user's to fix, not a bug
-    if debug:
-      raise
-    print(f"error: {err}", file=sys.stderr)
-    return config.INPUT_ERROR_EXIT
+  except Exception as err:  # pylint: disable=broad-except
+    message = config.input_error_message(err)  # bad input (also from a tf.data reader thread)
+    if message is None or debug:
+      traceback.print_exc()  # a bug, or --debug: the whole story
+    else:
+      print(f"error: {message}", file=sys.stderr)
+    # The traceback's frames hold the input pipeline's tf.data iterators; left to interpreter
+    # shutdown, their teardown deadlocks (a reader thread's error hung the exit for 700 s).
+    # Dropped now, while everything is alive, they end at once.
+    traceback.clear_frames(err.__traceback__)
+    del err
+    gc.collect()
+    return 1 if message is None else config.INPUT_ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -27,6 +27,18 @@ class InputError(ValueError):
   """Bad input the user can fix (a malformed file, a wrong value): `batgpt` prints it as one
   line naming the file and the fix, and exits with INPUT_ERROR_EXIT (`--debug`: the traceback)."""
 
+
+def input_error_message(err: BaseException) -> str | None:
+  """The one-line message of an InputError, also one raised in a tf.data reader thread (which
+  reaches the caller as a TensorFlow error whose text embeds the Python traceback); else None."""
+  if isinstance(err, InputError):
+    return str(err)
+  if type(err).__module__.startswith("tensorflow"):
+    found = re.search(r"batgpt_jax\.config\.InputError: (.+)", str(err))
+    if found:
+      return found.group(1).strip()
+  return None
+
 # The modules that declare configurables (imported before any gin file is parsed).
 CONFIGURABLE_MODULES = (
     "batgpt_jax.model.config",

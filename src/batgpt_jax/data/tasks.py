@@ -28,7 +28,14 @@ The first few are logged as warnings naming file:line; `invalid_utf8_count()` an
 `invalid_json_count()` give the number of distinct such lines seen so far in this process.
 A JSONL object without the configured text field is a configuration error and raises.
 An empty source (no file matches, no documents, an empty TFDS split) raises ValueError when the
-task is registered, naming the source and what to change.
+task is registered, naming the source and what to change; so does a file that is evidently not
+text (compressed or binary: its magic bytes, NUL bytes or mostly invalid UTF-8 in its first 4 KB):
+decompress `.gz` and other archives first, they are not read through.
+
+Long documents. A document of a text, JSONL or corpus source longer than
+`max_document_chars.limit` characters (default 100,000) is cut into pieces of at most that many,
+at a whitespace where there is one, before tokenisation: each piece is then its own document
+(its own EOS), so one huge line costs time linear in its length instead of stalling the reader.
 """
 
 import dataclasses
@@ -44,6 +51,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from batgpt_jax import config
 from batgpt_jax.data import chat_records, corpus
 
 SPLITS = ("train", "validation")
@@ -137,6 +145,28 @@ def validation_split(eval_every: int = 50) -> int:
   return eval_every
 
 
+@gin.configurable
+def max_document_chars(limit: int = 100_000) -> int:
+  """Documents longer than `limit` characters are cut into pieces of at most `limit`."""
+  if limit < 1_000:
+    raise ValueError(f"max_document_chars.limit={limit}; it must be >= 1000 so that a piece "
+                     "keeps whole sentences.")
+  return limit
+
+
+def cut_document(text: str, limit: int) -> Iterator[str]:
+  """`text` in pieces of at most `limit` characters, each cut at its last whitespace (if any in
+  its second half), so that no word is split where that can be avoided."""
+  start = 0
+  while len(text) - start > limit:
+    end = start + limit
+    space = max(text.rfind(" ", start + limit // 2, end), text.rfind("\n", start + limit // 2, end))
+    end = space + 1 if space > 0 else end
+    yield text[start:end]
+    start = end
+  yield text[start:]
+
+
 # ---------------------------------------------------------------------------------------------
 # Skipped lines.
 
@@ -226,24 +256,34 @@ def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
       continue
     if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
       found = sorted(record) if isinstance(record, dict) else type(record).__name__
-      raise ValueError(f"{path}:{lineno} has no string field {text_field!r} (found {found}). "
-                       "Set JsonlFiles.text_field to the field that holds the text.")
+      raise config.InputError(f"{path}:{lineno} has no string field {text_field!r} (found "
+                              f"{found}). Set JsonlFiles.text_field to the field that holds "
+                              "the text.")
     if record[text_field].strip():
       yield record[text_field]
 
 
+def _cut_documents(documents: Iterator[str]) -> Iterator[str]:
+  limit = max_document_chars()
+  for doc in documents:
+    if len(doc) > limit:
+      yield from cut_document(doc, limit)
+    else:
+      yield doc
+
+
 def _file_documents(source, path: str) -> Iterator[str]:
   if isinstance(source, TextFiles):
-    return _text_file_documents(path, source.documents)
+    return _cut_documents(_text_file_documents(path, source.documents))
   if isinstance(source, JsonlFiles):
-    return _jsonl_documents(path, source.text_field)
+    return _cut_documents(_jsonl_documents(path, source.text_field))
   raise TypeError(f"Expected a DefaultCorpus, TextFiles or JsonlFiles source, found {source!r}.")
 
 
 def _all_documents(source) -> Iterator[str]:
   """Every document of a corpus or file source, in a fixed order."""
   if isinstance(source, DefaultCorpus):
-    yield from corpus.read_default_documents()
+    yield from _cut_documents(iter(corpus.read_default_documents()))
     return
   for path in matching_files(source.file_pattern):
     yield from _file_documents(source, path)
@@ -290,8 +330,8 @@ def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> It
   elif isinstance(source, TfdsDataset):
     yield from _tfds_documents(source, split, index, num_shards)
   elif isinstance(source, DefaultCorpus):
-    yield from every_nth(_of_split(iter(corpus.read_default_documents()), split), index,
-                         num_shards)
+    yield from every_nth(_of_split(_cut_documents(iter(corpus.read_default_documents())), split),
+                         index, num_shards)
   else:
     yield from shard_of_files(matching_files(source.file_pattern),
                               functools.partial(_file_documents, source), split, index,
@@ -319,11 +359,52 @@ def describe(source) -> str:
   return repr(source)
 
 
+# The first bytes of the compressed and binary formats a text source is most often given.
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
+          (b"\x28\xb5\x2f\xfd", "zstd"), (b"PK\x03\x04", "zip"), (b"7z\xbc\xaf\x27\x1c", "7z"),
+          (b"\x89PNG", "PNG"), (b"%PDF", "PDF"), (b"ARROW1", "Arrow"), (b"PAR1", "Parquet"))
+
+
+def not_text_reason(head: bytes) -> str | None:
+  """Why a file whose first bytes are `head` is evidently not text, or None if it may be."""
+  for magic, kind in _MAGIC:
+    if head.startswith(magic):
+      return f"it is {kind} data"
+  if b"\x00" in head:
+    return "it holds NUL bytes (binary data)"
+  lines = head.split(b"\n")[:-1] or [head]  # the last line may be cut mid-character
+  invalid = sum(1 for line in lines if not _decodes(line))
+  if invalid * 2 > len(lines):
+    return f"{invalid} of its first {len(lines)} lines are not valid UTF-8"
+  return None
+
+
+def _decodes(line: bytes) -> bool:
+  try:
+    line.decode("utf-8")
+    return True
+  except UnicodeDecodeError:
+    return False
+
+
+def _check_text_files(source, files: list[str]) -> None:
+  for path in files:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      reason = not_text_reason(f.read(4096))
+    if reason:
+      raise config.InputError(
+          f"{path} is not a text file: {reason}. {type(source).__name__} reads UTF-8 text; "
+          "decompress or convert it first (e.g. `gunzip` a .gz), or drop it from "
+          f"{type(source).__name__}.file_pattern.")
+
+
 def _check_files(source) -> None:
   if not isinstance(source, DefaultCorpus) and not matching_files(source.file_pattern):
     kind = type(source).__name__
     raise ValueError(f"{describe(source)}: no file matches {source.file_pattern!r}. Set "
                      f"{kind}.file_pattern to existing files (globs, comma-separated).")
+  if not isinstance(source, DefaultCorpus):
+    _check_text_files(source, matching_files(source.file_pattern))
   first = []
   for doc in _all_documents(source):
     first.append(doc)
@@ -421,7 +502,7 @@ def register_task(source, vocabulary, *, seq_len: int | None = None) -> str:
                     f"DefaultInstructions source, found {source!r}.")
   every = None if isinstance(source, TfdsDataset) else validation_split()
   name = (f"batgpt_{type(source).__name__.lower()}_"
-          f"{digest(describe(source), every, vocabulary_digest(vocabulary))}")
+          f"{digest(describe(source), every, max_document_chars(), vocabulary_digest(vocabulary))}")
   if name in seqio.TaskRegistry.names():
     return name
   if isinstance(source, TfdsDataset):

@@ -16,6 +16,9 @@ from typing import Iterable, Iterator
 
 import seqio
 import sentencepiece as spm
+from google.protobuf import message
+
+from batgpt_jax import config
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 SPECIAL_TOKENS = ("<l2r>", "<r2l>", "[System]", "[User]", "[Assistant]", "<eot>", "<eop>")
@@ -93,7 +96,12 @@ def load_vocabulary(model_path: str) -> seqio.SentencePieceVocabulary:
                             "DataConfig.vocab_path to PREFIX.model, or leave vocab_path unset "
                             "to use the default vocabulary.")
   vocabulary = seqio.SentencePieceVocabulary(str(model_path))
-  sp = vocabulary.tokenizer
+  try:
+    sp = vocabulary.tokenizer  # loads (and parses) the model file
+  except (message.DecodeError, RuntimeError, OSError) as err:
+    raise config.InputError(f"{model_path} is not a SentencePiece model ({err}). Set "
+                            "DataConfig.vocab_path to a .model file written by `batgpt "
+                            "tokenizer train`.") from None
   found = (sp.pad_id(), sp.eos_id(), sp.unk_id(), sp.bos_id())
   if found != (PAD_ID, EOS_ID, UNK_ID, -1):
     raise ValueError(f"{model_path} has (pad, eos, unk, bos) ids {found}; this project needs "

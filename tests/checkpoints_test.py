@@ -7,7 +7,7 @@ import gin
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, mesh_config
+from testlib import REPO, mesh_config
 
 from batgpt_jax import checkpoints, config, parallel
 from batgpt_jax.data import pipeline

@@ -3,7 +3,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO
+from testlib import REPO
 
 from batgpt_jax import cli, config
 

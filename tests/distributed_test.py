@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
+from testlib import REPO
 
 from batgpt_jax import checkpoints, config, distributed, parallel
 from batgpt_jax.train import faults, loop, metrics, state as train_state

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO
+from testlib import REPO
 
 LAUNCH = REPO / "launch"
 TPU = LAUNCH / "tpu_vm_pod.sh"

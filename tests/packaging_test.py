@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import REPO
+from testlib import REPO
 
 from batgpt_jax.train import metrics
 

@@ -122,7 +122,7 @@ def test_a_multi_slice_mesh_needs_as_many_slices_as_processes():
 ])
 def test_mesh_gin_files_fit_their_machines(name, devices, slices, want):
   import gin  # pylint: disable=import-outside-toplevel
-  from conftest import GIN_DIR  # pylint: disable=import-outside-toplevel
+  from testlib import GIN_DIR  # pylint: disable=import-outside-toplevel
   gin.clear_config()
   gin.add_config_file_search_path(str(GIN_DIR))
   try:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from testlib import REPO
 
 from batgpt_jax import cli, config
 from batgpt_jax.convert import safetensors_io

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO
+from testlib import REPO
 
 from batgpt_jax import cli, config
 from batgpt_jax.data import tasks

@@ -153,7 +153,7 @@ def test_over_long_conversations_drop_oldest_turns_and_keep_the_system_prompt(da
 
 
 def test_a_tokenizer_without_the_chat_pieces_is_refused(tmp_path):
-  from conftest import data_sentences  # pylint: disable=import-outside-toplevel
+  from testlib import data_sentences  # pylint: disable=import-outside-toplevel
   prefix = tmp_path / "plain"
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(data_sentences(300)), model_prefix=str(prefix), vocab_size=400,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from batgpt_jax.data import pipeline, tasks, vocab
-from conftest import data_sentences
+from testlib import data_sentences
 
 SEQ_LEN, BATCH = 256, 8  # documents are 20-63 tokens
 KEYS = {"tokens": np.int32, "targets": np.int32, "segment_ids": np.int32,

@@ -7,7 +7,7 @@ import sentencepiece as spm
 import tensorflow as tf
 
 from batgpt_jax.data import vocab
-from conftest import data_sentences
+from testlib import data_sentences
 
 ROUND_TRIP = [
     "今天天气很好，我们去公园散步吧！",  # Chinese, mostly unseen characters

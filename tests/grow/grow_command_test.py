@@ -4,7 +4,7 @@ import argparse
 import os
 
 import pytest
-from conftest import mesh_config
+from testlib import mesh_config
 
 from batgpt_jax.data import pipeline
 from batgpt_jax.grow import command, params as grow_params, width

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import trained_like_params
+from testlib import trained_like_params
 
 from batgpt_jax.grow import params as grow_params
 from batgpt_jax.grow import verify

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import trained_like_params as _random_params
+from testlib import trained_like_params as _random_params
 
 from batgpt_jax import parallel
 from batgpt_jax.grow import optimizer as grow_optimizer

@@ -1,7 +1,7 @@
 import gin
 import jax
 import pytest
-from conftest import GIN_DIR
+from testlib import GIN_DIR
 
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig, count_params

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_logits
+from testlib import random_logits
 
 from batgpt_jax.objectives import pretrain
 from batgpt_jax.objectives.tokens import token_cross_entropy

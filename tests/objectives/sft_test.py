@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_logits
+from testlib import random_logits
 
 from batgpt_jax import objectives
 from batgpt_jax.model.config import ModelConfig

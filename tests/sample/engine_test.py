@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from conftest import mesh_config
+from testlib import mesh_config
 from batgpt_jax import parallel
 from batgpt_jax.data import vocab
 from batgpt_jax.model import transformer

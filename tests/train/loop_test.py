@@ -6,7 +6,7 @@ import signal
 import jax
 import numpy as np
 import pytest
-from conftest import mesh_config
+from testlib import mesh_config
 
 from batgpt_jax import checkpoints, parallel
 from batgpt_jax.data import pipeline

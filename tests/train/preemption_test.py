@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO
+from testlib import REPO
 
 ARGS = ["--gin_file=gin/smoke.gin", "--gin.ModelConfig.vocab_size=512",
         "--gin.DataConfig.vocab_size=512", "--gin.TrainConfig.eval_every=0",

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO
+from testlib import REPO
 
 from batgpt_jax.train import faults, run_lock
 

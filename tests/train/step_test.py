@@ -53,7 +53,7 @@ def run_steps(shape, rules, n_steps=3, microbatches=1, seed=0):
 
 @pytest.fixture(scope="module")
 def reference(request):
-  from conftest import GIN_DIR  # pylint: disable=import-outside-toplevel
+  from testlib import GIN_DIR  # pylint: disable=import-outside-toplevel
   import gin  # pylint: disable=import-outside-toplevel
   gin.parse_config_files_and_bindings([str(GIN_DIR / "mesh" / "rules.gin")], [])
   rules = parallel.check_rules(parallel.MeshConfig().axis_rules)

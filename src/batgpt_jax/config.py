@@ -186,10 +186,10 @@ def parse_gin(files: list[str], bindings: list[str]) -> str:
   Every --gin binding's name is checked before parsing, so that several misspellings are all
   reported at once (gin itself stops at the first).
   """
+  paths = [resolve_gin_file(name) for name in files]  # before the slow imports: fail fast
   register_configurables()
   if str(GIN_DIR) not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
     gin.add_config_file_search_path(str(GIN_DIR))
-  paths = [resolve_gin_file(name) for name in files]
   unknown = [problem for problem in (unknown_name(b.split("=")[0].strip()) for b in bindings)
              if problem]
   if unknown:

@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "safetensors>=0.8.0,<0.9",
     "tokenizers>=0.23.3,<0.24",
     "tqdm>=4.66",
+    # tensorflow-datasets imports the backport; etils 1.15's epath extra no longer brings it.
+    "importlib_resources>=6,<7",
 ]
 
 setuptools.setup(

@@ -84,8 +84,8 @@ def add_eval_command(sub) -> None:
                         help="perplexity: per-direction loss on the held-out split of "
                              "DataConfig (TrainConfig.run_dir); instructions: exact match per "
                              "family on the default instruction set (--checkpoint)")
-  from batgpt_jax.sample import options  # pylint: disable=import-outside-toplevel
-  options.add_model_flags(evaluate)
+  from batgpt_jax.sample import flags  # pylint: disable=import-outside-toplevel
+  flags.add_model_flags(evaluate)
   evaluate.add_argument("--max_new_tokens", type=int, default=32, help="instructions: reply limit")
   evaluate.add_argument("--show", type=int, default=2,
                         help="instructions: replies printed per family")

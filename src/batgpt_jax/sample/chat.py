@@ -26,7 +26,7 @@ import numpy as np
 
 from batgpt_jax import config
 from batgpt_jax.data import chat
-from batgpt_jax.sample import engine, options, text
+from batgpt_jax.sample import engine, flags, options, text
 
 COMMANDS = "/reset (forget the history), /system TEXT (set the system prompt), /quit"
 
@@ -165,9 +165,9 @@ def add_chat_command(subparsers) -> None:
       "chat", help="chat with a checkpoint (history, /reset, /system; streamed replies)",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   config.add_gin_flags(parser)
-  options.add_model_flags(parser)
+  flags.add_model_flags(parser)
   parser.add_argument("--system", default=None, help="the system prompt to start with")
   parser.add_argument("--show_prompt", action="store_true",
                       help="print each rendered prompt (what the model reads) to stderr")
-  options.add_sampling_flags(parser, max_new_tokens=256)
+  flags.add_sampling_flags(parser, max_new_tokens=256)
   parser.set_defaults(run=cmd_chat)

@@ -14,7 +14,7 @@ import sys
 
 from batgpt_jax import config
 from batgpt_jax.data import chat
-from batgpt_jax.sample import options, text
+from batgpt_jax.sample import flags, options, text
 
 
 def _generate(args, gin_text: str) -> int:
@@ -53,7 +53,7 @@ def add_generate_command(subparsers) -> None:
       "generate", help="sample text from a checkpoint (on-device decoding; l2r or r2l)",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   config.add_gin_flags(parser)
-  options.add_model_flags(parser)
+  flags.add_model_flags(parser)
   parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
   parser.add_argument("--prompt_file", default=None, help="one prompt per line")
   parser.add_argument("--direction", choices=text.DIRECTIONS, default="l2r",
@@ -61,5 +61,5 @@ def add_generate_command(subparsers) -> None:
   parser.add_argument("--chat", action="store_true",
                       help="wrap each prompt in BatGPT's chat template and stop at <eop>")
   parser.add_argument("--system", default=None, help="system prompt for --chat")
-  options.add_sampling_flags(parser)
+  flags.add_sampling_flags(parser)
   parser.set_defaults(run=cmd_generate)

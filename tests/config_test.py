@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 
 import pytest
 from testlib import REPO
@@ -109,8 +108,7 @@ def test_several_misspelt_bindings_get_one_hint_each_the_closest_first(capsys):
 def test_a_bad_gin_file_fails_the_real_command_in_one_line_with_exit_2(tmp_path):
   """The same through `batgpt` in a subprocess: exit 2, one line, no traceback, nothing written."""
   run_dir = tmp_path / "run"
-  start = time.monotonic()
-  proc = subprocess.run(
+  proc = subprocess.run(  # the timeout turns a hang into a failure
       [sys.executable, "-m", "batgpt_jax.cli", "train",
        f"--gin_file={_gin_file(tmp_path, 'TrainConfig.steps = (3')}",
        f"--gin.TrainConfig.run_dir='{run_dir}'"],
@@ -118,7 +116,7 @@ def test_a_bad_gin_file_fails_the_real_command_in_one_line_with_exit_2(tmp_path)
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1].startswith("error: bad gin configuration: ")
   assert "bad.gin:3" in proc.stderr and "Traceback" not in proc.stderr
-  assert not run_dir.exists() and time.monotonic() - start < 120
+  assert not run_dir.exists()
 
 
 def test_debug_shows_the_traceback(capsys):
@@ -127,18 +125,17 @@ def test_debug_shows_the_traceback(capsys):
   assert "Traceback (most recent call last)" in message and "InputError" in message
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"]])
-def test_help_loads_neither_jax_nor_tensorflow(argv):
-  """`batgpt --help` and `batgpt train --help` import only argparse-level modules: fast."""
+@pytest.mark.parametrize("command", ["", "train", "eval", "tokenizer", "grow", "convert",
+                                     "generate", "chat", "annotate"])
+def test_help_loads_neither_jax_nor_tensorflow(command):
+  """`batgpt --help` and every command's --help import only argparse-level modules."""
+  argv = [command, "--help"] if command else ["--help"]
   probe = ("import sys, runpy\n"
            "sys.argv = ['batgpt'] + sys.argv[1:]\n"
            "try:\n  runpy.run_module('batgpt_jax.cli', run_name='__main__')\n"
            "except SystemExit:\n  pass\n"
            "print('HEAVY', sorted(m for m in ('jax', 'tensorflow') if m in sys.modules))\n")
-  start = time.monotonic()
   proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=REPO, capture_output=True,
                         text=True, timeout=60, check=True)
-  seconds = time.monotonic() - start
   assert "usage: batgpt" in proc.stdout
   assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
-  assert seconds < 5, seconds  # ~0.3 s on an idle machine; JAX alone takes ~3 s

@@ -84,8 +84,8 @@ def add_eval_command(sub) -> None:
                         help="perplexity: per-direction loss on the held-out split of "
                              "DataConfig (TrainConfig.run_dir); instructions: exact match per "
                              "family on the default instruction set (--checkpoint)")
-  from batgpt_jax.sample import flags  # pylint: disable=import-outside-toplevel
-  flags.add_model_flags(evaluate)
+  from batgpt_jax.sample import commands  # pylint: disable=import-outside-toplevel
+  commands.add_model_flags(evaluate)
   evaluate.add_argument("--max_new_tokens", type=int, default=32, help="instructions: reply limit")
   evaluate.add_argument("--show", type=int, default=2,
                         help="instructions: replies printed per family")
@@ -111,13 +111,13 @@ COMMANDS = (
     ("eval", "evaluate the latest checkpoint of a run", "batgpt_jax.cli:add_eval_command"),
     ("tokenizer", "tokenizer tools", "batgpt_jax.cli:add_tokenizer_command"),
     ("grow", "grow a trained checkpoint into a larger model, verified function-preserving",
-     "batgpt_jax.grow.command:add_grow_command"),
+     "batgpt_jax.grow.parser:add_grow_command"),
     ("convert", "orbax checkpoints <-> Hugging Face",
      "batgpt_jax.convert.command:add_convert_command"),
     ("generate", "sample text from a checkpoint (on-device decoding; l2r or r2l)",
-     "batgpt_jax.sample.generate:add_generate_command"),
+     "batgpt_jax.sample.commands:add_generate_command"),
     ("chat", "chat with a checkpoint (history, /reset, /system; streamed replies)",
-     "batgpt_jax.sample.chat:add_chat_command"),
+     "batgpt_jax.sample.commands:add_chat_command"),
     ("annotate", "the A/B preference labelling web app",
      "batgpt_jax.annotate.command:add_annotate_command"),
 )

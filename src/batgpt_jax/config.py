@@ -60,6 +60,14 @@ def add_gin_flags(parser: argparse.ArgumentParser) -> None:
                       help="a gin binding, e.g. --gin.TrainConfig.steps=100 (repeatable)")
 
 
+def run_later(module: str, function: str):
+  """A command's run function that imports `module` only when the command runs, so that the
+  command's parser (and its --help) can be built without JAX or TensorFlow."""
+  def run(args, gin_text: str) -> int:
+    return getattr(importlib.import_module(module), function)(args, gin_text)
+  return run
+
+
 def split_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
   """Pulls the `--gin.X=Y` flags out of argv as gin bindings `X = Y`."""
   rest, bindings = [], []

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from batgpt_jax import checkpoints, convert
-from batgpt_jax.convert import command, hf_to_orbax, orbax_to_hf, safetensors_io
+from batgpt_jax import checkpoints
+from batgpt_jax.convert import command, hf_to_orbax, layouts, orbax_to_hf, safetensors_io
 from batgpt_jax.convert.layout import LayoutError
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
@@ -108,16 +108,16 @@ def test_bfloat16_export_and_import(tmp_path):
 
 
 def test_layout_choice_and_refusals():
-  assert convert.layout_for(CONFIGS["qwen2"]).NAME == "qwen2"
-  assert convert.layout_for(CONFIGS["llama"]).NAME == "llama"
-  assert convert.layout_for(CONFIGS["batgpt"]).NAME == "batgpt"
+  assert layouts.layout_for(CONFIGS["qwen2"]).NAME == "qwen2"
+  assert layouts.layout_for(CONFIGS["llama"]).NAME == "llama"
+  assert layouts.layout_for(CONFIGS["batgpt"]).NAME == "batgpt"
   with pytest.raises(LayoutError, match=r"(?s)rope_style='interleaved'.*qwen2 rotates pairs"):
-    convert.layout_for(CONFIGS["batgpt"], "qwen2")
+    layouts.layout_for(CONFIGS["batgpt"], "qwen2")
   with pytest.raises(LayoutError, match="qkv_bias=True: llama has no q/k/v biases"):
-    convert.layout_for(CONFIGS["qwen2"], "llama")
+    layouts.layout_for(CONFIGS["qwen2"], "llama")
   odd = dataclasses.replace(CONFIGS["batgpt"], rope_fraction=1.0, head_dim=16)
   with pytest.raises(LayoutError) as err:
-    convert.layout_for(odd)
+    layouts.layout_for(odd)
   message = str(err.value)
   for reason in ("qwen2: rope_style='interleaved'", "llama:", "batgpt: rope_fraction=1.0",
                  "hidden=32 != n_heads * head_dim = 64"):

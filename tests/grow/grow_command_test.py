@@ -8,6 +8,7 @@ from testlib import mesh_config
 
 from batgpt_jax.data import pipeline
 from batgpt_jax.grow import command, params as grow_params, width
+from batgpt_jax.grow import parser as grow_parser
 from batgpt_jax.grow.plan import GrowthError, plan_growth
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax import checkpoints
@@ -60,7 +61,7 @@ def small_run(setup, tmp_path_factory):
 
 def _grow_args(*argv: str) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="batgpt")
-  command.add_grow_command(parser.add_subparsers(dest="command"))
+  grow_parser.add_grow_command(parser.add_subparsers(dest="command"))
   return parser.parse_args(["grow", *argv])
 
 

@@ -4,14 +4,14 @@ import argparse
 
 import pytest
 
-from batgpt_jax.sample import engine, generate, text
+from batgpt_jax.sample import commands, engine, text
 
 
 @pytest.fixture
 def run(tiny_run, data_tiny_vocab_path, capsys):
   """run(*flags) -> stdout of `batgpt generate` on the tiny run (10 new tokens)."""
   parser = argparse.ArgumentParser(prog="batgpt")
-  generate.add_generate_command(parser.add_subparsers(dest="command", required=True))
+  commands.add_generate_command(parser.add_subparsers(dest="command", required=True))
 
   def run_generate(*flags):
     args = parser.parse_args(["generate", f"--checkpoint={tiny_run}",

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from batgpt_jax import checkpoints, convert
-from batgpt_jax.convert import layout, safetensors_io
+from batgpt_jax import checkpoints
+from batgpt_jax.convert import layout, layouts, safetensors_io
 from batgpt_jax.convert.orbax_to_hf import STASH_KEY
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import state as train_state
@@ -44,13 +44,13 @@ def model_config(hf: dict, layout_name: str | None, base: ModelConfig,
   """(our ModelConfig, layout module) for a config.json; non-architecture fields from `base`."""
   model_type = hf.get("model_type")
   name = layout_name or model_type
-  if name not in convert.LAYOUTS:
+  if name not in layouts.LAYOUTS:
     raise layout.LayoutError(f"config.json has model_type {model_type!r}, which is none of the "
-                             f"supported layouts {sorted(convert.LAYOUTS)}.")
+                             f"supported layouts {sorted(layouts.LAYOUTS)}.")
   if layout_name and model_type and model_type != layout_name:
     raise layout.LayoutError(f"--layout={layout_name} but config.json says model_type "
                              f"{model_type!r}; drop the flag or use the matching layout.")
-  target = convert.LAYOUTS[name]
+  target = layouts.LAYOUTS[name]
   fields = target.model_fields(hf)
   stash = (hf.get(STASH_KEY) or {}).get("model")
   if stash and all(stash.get(k) == fields[k] for k in _ARCHITECTURE_FIELDS):

@@ -11,8 +11,8 @@ import os
 
 from tqdm import tqdm
 
-from batgpt_jax import checkpoints, convert
-from batgpt_jax.convert import layout, safetensors_io
+from batgpt_jax import checkpoints
+from batgpt_jax.convert import layout, layouts, safetensors_io
 from batgpt_jax.convert import tokenizer as hf_tokenizer
 from batgpt_jax.data import vocab as vocab_lib
 
@@ -49,7 +49,7 @@ def export(checkpoint: str, out_dir: str, *, step: int | None = None,
   """
   checkpoints_dir, step = checkpoints.find_step(checkpoint, step)
   cfg, _ = checkpoints.read_config(checkpoints_dir, step)
-  target = convert.layout_for(cfg, layout_name)
+  target = layouts.layout_for(cfg, layout_name)
   dtype = dtype or cfg.param_dtype
   if dtype not in safetensors_io.DTYPES:
     raise ValueError(f"dtype {dtype!r}; expected one of {sorted(safetensors_io.DTYPES)}")

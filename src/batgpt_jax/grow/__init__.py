@@ -6,7 +6,7 @@
   params.py     a whole parameter-shaped pytree, one array at a time, into target shardings
   optimizer.py  the grown train state: Adam moments carried or reset, step kept or restarted
   verify.py     the probe that proves the grown model equals the small one, layer by layer
-  command.py    `batgpt grow`
+  modes.py      the names of the depth, optimizer and schedule modes (no JAX: the parser reads them)
+  parser.py     the `batgpt grow` parser (argparse only, so `--help` loads no JAX)
+  command.py    `batgpt grow` at run time
 """
-
-from batgpt_jax.grow.plan import GrowthError, GrowthPlan, plan_growth  # noqa: F401

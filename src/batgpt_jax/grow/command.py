@@ -20,7 +20,7 @@ from etils import epath
 from batgpt_jax import checkpoints, config, parallel
 from batgpt_jax.grow import optimizer as grow_optimizer
 from batgpt_jax.grow import verify
-from batgpt_jax.grow.plan import DEPTH_MODES, GrowthError, plan_growth
+from batgpt_jax.grow.plan import GrowthError, plan_growth
 from batgpt_jax.model import config as model_config
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import metrics
@@ -148,29 +148,3 @@ def run(args, gin_text: str) -> int:
   metrics.log_console(f"Resume training with: batgpt train --gin_file={args.to_gin} "
                       f"--gin.TrainConfig.run_dir=\"'{args.out}'\"{flags}")
   return 0
-
-
-def add_grow_command(subparsers) -> None:
-  grow = subparsers.add_parser(
-      "grow", help="grow a trained checkpoint into a larger model, verified function-preserving")
-  grow.add_argument("--from_checkpoint", required=True,
-                    help="run directory (or its checkpoints/ directory) of the small model")
-  grow.add_argument("--to_gin", required=True,
-                    help="gin file of the target model (its ModelConfig, mesh and optimizer)")
-  grow.add_argument("--out", required=True, help="new run directory for the grown checkpoint")
-  config.add_gin_flags(grow)  # applied on top of --to_gin
-  grow.add_argument("--depth_mode", choices=DEPTH_MODES, default="interleave",
-                    help="where new layers go: 'interleave' (after old ones, evenly) or "
-                         "'append' (identity blocks, function-preserving), or 'stack' (copy the "
-                         "stack g times, G_stack: NOT function-preserving)")
-  grow.add_argument("--noise_snr_db", type=float, default=None,
-                    help="paired symmetry-breaking noise at this signal-to-noise ratio in dB "
-                         "(the function stays exact); default: none")
-  grow.add_argument("--optimizer", choices=grow_optimizer.OPTIMIZER_MODES, default="carry",
-                    help="carry the Adam moments through the growth, or reset them to zero")
-  grow.add_argument("--schedule", choices=grow_optimizer.SCHEDULE_MODES, default="restart",
-                    help="restart the step and learning-rate schedule at 0, or continue it")
-  grow.add_argument("--seed", type=int, default=0, help="seed of the noise")
-  grow.add_argument("--tolerance", type=float, default=None,
-                    help="largest probe logit difference accepted (default 1e-4 in float32)")
-  grow.set_defaults(run=run)

@@ -21,12 +21,11 @@ import numpy as np
 import optax
 
 from batgpt_jax.grow import params as grow_params
+from batgpt_jax.grow.modes import OPTIMIZER_MODES, SCHEDULE_MODES
 from batgpt_jax.grow.plan import GrowthError, GrowthPlan
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import state as train_state
 
-OPTIMIZER_MODES = ("carry", "reset")
-SCHEDULE_MODES = ("restart", "continue")
 
 
 def _scalar(value, target, place):

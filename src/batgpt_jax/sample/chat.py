@@ -1,32 +1,13 @@
-"""`batgpt chat`: talk to a checkpoint in BatGPT's chat template, the reply printed as it comes.
+"""`batgpt chat` at run time: the session and its loop (parser and help: sample/commands.py)."""
 
-  batgpt chat --checkpoint=runs/sft [--gin_file=sft.gin] [--system="Be brief."]
-  echo "What is 2 + 3?" | batgpt chat --checkpoint=runs/sft
-
-Each turn renders the whole conversation (`data.chat.chat_prompt`: the system prompt, every
-earlier turn, the new query) and samples the reply until <eop> (or EOS, or --max_new_tokens).
-When the conversation no longer fits the model's max_len, its oldest turns are dropped first and
-the system prompt is kept, as the instruction data does. Commands: /reset forgets the history,
-/system TEXT sets the system prompt (/system alone clears it; the history stays), /quit ends.
-On a terminal it prompts `you> ` and prints `bot> ` before each reply; with stdin piped it reads
-one query per line and prints one reply per line.
-
-Streaming: the engine's plain decode never leaves the device until the batch is done. Chat alone
-passes it a host callback (`on_token`, an `io_callback` inside the loop) that hands each token
-over as it is sampled; decoding in device-side chunks would instead cost a re-entry, with its
-dispatch and state hand-over, every chunk, and print in bursts.
-"""
-
-import argparse
 import dataclasses
 import sys
 from typing import Iterable, TextIO
 
 import numpy as np
 
-from batgpt_jax import config
 from batgpt_jax.data import chat
-from batgpt_jax.sample import engine, flags, options, text
+from batgpt_jax.sample import engine, options, text
 
 COMMANDS = "/reset (forget the history), /system TEXT (set the system prompt), /quit"
 
@@ -157,17 +138,3 @@ def _chat(args, gin_text: str) -> int:
 
 
 cmd_chat = options.report_errors(_chat)
-
-
-def add_chat_command(subparsers) -> None:
-  """Adds `batgpt chat`."""
-  parser = subparsers.add_parser(
-      "chat", help="chat with a checkpoint (history, /reset, /system; streamed replies)",
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  config.add_gin_flags(parser)
-  flags.add_model_flags(parser)
-  parser.add_argument("--system", default=None, help="the system prompt to start with")
-  parser.add_argument("--show_prompt", action="store_true",
-                      help="print each rendered prompt (what the model reads) to stderr")
-  flags.add_sampling_flags(parser, max_new_tokens=256)
-  parser.set_defaults(run=cmd_chat)

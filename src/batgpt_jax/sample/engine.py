@@ -77,7 +77,7 @@ class Samples(NamedTuple):
 
   tokens:   [batch, max_new_tokens] int32, the sampled tokens; PAD after a row's end.
   logprobs: [batch, max_new_tokens] float32, each token's log-probability under
-            log_softmax(logits / temperature) before top-k / top-p (see filters.py); 0 after the end.
+            log_softmax(logits / temperature) before top-k / top-p (filters.py); 0 after the end.
   lengths:  [batch] int32, how many tokens each row generated, its stop token included.
   stopped:  [batch] bool, whether the row ended on a stop token (its last one) rather than on
             max_new_tokens.

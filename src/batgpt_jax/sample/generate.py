@@ -1,20 +1,9 @@
-"""`batgpt generate`: continue texts (l2r), write what comes before them (r2l), or answer (--chat).
+"""`batgpt generate` at run time (its parser and help text: sample/commands.py)."""
 
-  batgpt generate --gin_file=smoke.gin --prompt="She went to the"
-  batgpt generate --checkpoint=runs/smoke --prompt="the end." --direction=r2l
-  batgpt generate --checkpoint=runs/sft --chat --prompt="What is 2 + 3?"
-
-Every prompt goes through the engine in one batch (sample/engine.py); the printed text is the
-prompt joined to its continuation with the spaces SentencePiece gives the whole (sample/text.py).
-Run it with the run's gin files, for its tokenizer (DataConfig) and mesh (MeshConfig).
-"""
-
-import argparse
 import sys
 
-from batgpt_jax import config
 from batgpt_jax.data import chat
-from batgpt_jax.sample import flags, options, text
+from batgpt_jax.sample import options, text
 
 
 def _generate(args, gin_text: str) -> int:
@@ -45,21 +34,3 @@ def _generate(args, gin_text: str) -> int:
 
 
 cmd_generate = options.report_errors(_generate)
-
-
-def add_generate_command(subparsers) -> None:
-  """Adds `batgpt generate` (run it with the run's gin files, for the tokenizer)."""
-  parser = subparsers.add_parser(
-      "generate", help="sample text from a checkpoint (on-device decoding; l2r or r2l)",
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  config.add_gin_flags(parser)
-  flags.add_model_flags(parser)
-  parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
-  parser.add_argument("--prompt_file", default=None, help="one prompt per line")
-  parser.add_argument("--direction", choices=text.DIRECTIONS, default="l2r",
-                      help="l2r continues the text; r2l writes what comes before it")
-  parser.add_argument("--chat", action="store_true",
-                      help="wrap each prompt in BatGPT's chat template and stop at <eop>")
-  parser.add_argument("--system", default=None, help="system prompt for --chat")
-  flags.add_sampling_flags(parser)
-  parser.set_defaults(run=cmd_generate)

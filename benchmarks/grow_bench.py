@@ -32,7 +32,7 @@ def _configs(gin_file: str) -> dict:
   """The configs of `loop.train` from a gin file, with the gin text the checkpoints record."""
   gin.clear_config()
   gin_text = config.parse_gin([gin_file], [])
-  return {**config.run_configs().as_kwargs(), "gin_text": gin_text}
+  return {**config.run_configs(), "gin_text": gin_text}
 
 
 def _run(configs: dict, run_dir: pathlib.Path, steps: int, eval_every: int) -> list[dict]:

@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
   argv, bindings = config.split_bindings(argv)
   files = [a.split("=", 1)[1] for a in argv if a.startswith("--gin_file=")]
   gin_text = config.parse_gin(files or ["gin/bench_shakespeare.gin"], bindings)
-  configs = config.run_configs().as_kwargs()
+  configs = config.run_configs()
   from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
   start = time.time()
   history = loop.train(**configs, gin_text=gin_text)

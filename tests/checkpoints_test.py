@@ -24,7 +24,7 @@ def _train_configs(run_dir, *bindings):
   gin.clear_config()
   gin_text = config.parse_gin([str(FIXTURE / "micro.gin")],
                               [f"TrainConfig.run_dir = '{run_dir}'", *bindings])
-  return config.run_configs().as_kwargs(), gin_text
+  return config.run_configs(), gin_text
 
 
 def test_a_checkpoint_from_before_the_objective_contract_resumes_with_its_losses(tmp_path):

@@ -111,7 +111,7 @@ def _bindings(run_dir, steps, extra=()):
 def train_here(run_dir, steps, extra=()) -> list[dict]:
   """`batgpt train` in this process: 1 process x 8 devices."""
   gin_text = config.parse_gin(GIN_FILES, _bindings(run_dir, steps, extra))
-  return loop.train(**config.run_configs().as_kwargs(), gin_text=gin_text)
+  return loop.train(**config.run_configs(), gin_text=gin_text)
 
 
 def start_processes(nprocs, devices, run_dir, steps, extra=(), log_dir=None):
@@ -148,7 +148,7 @@ def assert_same_losses(got: dict, want: dict, steps):
 def restored_params(run_dir, step, mesh_shape):
   """The checkpoint's parameters, restored in this process onto a mesh of `mesh_shape`."""
   gin_text = config.parse_gin(GIN_FILES, _bindings(run_dir, 6))
-  configs = config.run_configs().as_kwargs()
+  configs = config.run_configs()
   model_cfg = configs["model_cfg"]
   rules = parallel.check_rules(configs["mesh_cfg"].axis_rules)
   mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=mesh_shape))

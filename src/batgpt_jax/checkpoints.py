@@ -205,9 +205,14 @@ def param_shapes(checkpoints_dir: str, step: int) -> dict[str, tuple[tuple[int, 
   """'path/to/param' -> (shape, dtype) of the saved parameters, read from metadata only."""
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax warns about a per-item metadata file
   meta = ocp.PyTreeCheckpointer().metadata(_state_dir(checkpoints_dir, step)).item_metadata.tree
-  flat = jax.tree_util.tree_flatten_with_path(meta["params"])[0]
-  return {"/".join(str(k.key) for k in path): (tuple(m.shape), str(np.dtype(m.dtype)))
-          for path, m in flat}
+  return {name: (tuple(m.shape), str(np.dtype(m.dtype)))
+          for name, m in _by_name(meta["params"]).items()}
+
+
+def _by_name(tree: dict) -> dict[str, object]:
+  """A nested dict's leaves by their 'a/b/c' names (the inverse of `_nest`)."""
+  return {"/".join(str(k.key) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _nest(flat: dict[str, object]) -> dict:
@@ -240,8 +245,7 @@ def read_param_arrays(checkpoints_dir: str, step: int, paths: list[str],
   item = _nest({path: jax.ShapeDtypeStruct(*shapes[path]) for path in paths})
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   out = _partial_restore(checkpoints_dir, step, item, restore_args)
-  return {"/".join(str(k.key) for k in path): np.asarray(value)
-          for path, value in jax.tree_util.tree_flatten_with_path(out)[0]}
+  return {name: np.asarray(value) for name, value in _by_name(out).items()}
 
 
 def read_params(checkpoints_dir: str, step: int, shardings: dict | None = None) -> dict:
@@ -262,8 +266,8 @@ def read_params(checkpoints_dir: str, step: int, shardings: dict | None = None) 
 
 def shape_differences(saved: dict[str, tuple], abstract_params: dict) -> list[str]:
   """Parameters whose presence, shape or dtype differ between a checkpoint and a model."""
-  wanted = {"/".join(str(k.key) for k in path): (tuple(a.shape), str(np.dtype(a.dtype)))
-            for path, a in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+  wanted = {name: (tuple(a.shape), str(np.dtype(a.dtype)))
+            for name, a in _by_name(abstract_params).items()}
   out = []
   for name in sorted(set(saved) | set(wanted)):
     if name not in saved:

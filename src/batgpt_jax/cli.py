@@ -37,7 +37,7 @@ def cmd_train(args, gin_text: str) -> int:
   join_processes(args)
   from batgpt_jax import checkpoints  # pylint: disable=import-outside-toplevel
   try:
-    history = loop.train(**config.run_configs().as_kwargs(), gin_text=gin_text)
+    history = loop.train(**config.run_configs(), gin_text=gin_text)
   except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError) as err:
     raise SystemExit(f"error: {err}") from None
   if history and history[-1]["kind"] == "preempted":
@@ -54,7 +54,7 @@ def cmd_eval(args, gin_text: str) -> int:
     return options.report_errors(lambda a, _: instruction_eval.run(a, options.load_from_flags(a)))(
         args, gin_text)
   from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
-  loop.evaluate_checkpoint(**config.run_configs().as_kwargs(), gin_text=gin_text)
+  loop.evaluate_checkpoint(**config.run_configs(), gin_text=gin_text)
   return 0
 
 

@@ -8,7 +8,6 @@ misspelt name can be told apart from a module that was simply not imported yet.
 """
 
 import argparse
-import dataclasses
 import difflib
 import importlib
 import inspect
@@ -213,30 +212,16 @@ def parse_gin(files: list[str], bindings: list[str]) -> str:
   return gin.config_str()
 
 
-@dataclasses.dataclass(frozen=True)
-class RunConfigs:
-  """The configs of one run, each built from the parsed gin bindings."""
-
-  cfg: object  # train.loop.TrainConfig
-  model_cfg: object  # model.config.ModelConfig
-  data_cfg: object  # data.pipeline.DataConfig
-  mesh_cfg: object  # parallel.MeshConfig
-  opt_cfg: object  # train.state.OptimizerConfig
-
-  def as_kwargs(self) -> dict:
-    return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
-
-def run_configs() -> RunConfigs:
-  """The run's configs from the current gin bindings; an invalid value is a one-line error."""
+def run_configs() -> dict:
+  """The run's configs from the current gin bindings, as the keyword arguments of `loop.train`
+  (cfg, model_cfg, data_cfg, mesh_cfg, opt_cfg); an invalid value is a one-line error."""
   # pylint: disable=import-outside-toplevel
   from batgpt_jax import parallel
   from batgpt_jax.data import pipeline
   from batgpt_jax.model.config import ModelConfig
   from batgpt_jax.train import loop, state
   try:
-    return RunConfigs(cfg=loop.TrainConfig(), model_cfg=ModelConfig(),
-                      data_cfg=pipeline.DataConfig(), mesh_cfg=parallel.MeshConfig(),
-                      opt_cfg=state.OptimizerConfig())
+    return dict(cfg=loop.TrainConfig(), model_cfg=ModelConfig(), data_cfg=pipeline.DataConfig(),
+                mesh_cfg=parallel.MeshConfig(), opt_cfg=state.OptimizerConfig())
   except ValueError as err:  # the configs validate themselves; say which setting to change
     raise InputError(str(err).splitlines()[0]) from None

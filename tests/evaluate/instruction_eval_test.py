@@ -29,7 +29,7 @@ def _train(run_dir, settings, *extra):
   files = [s for s in settings if s.endswith(".gin")]
   bindings = [s for s in settings if not s.endswith(".gin")]
   gin_text = config.parse_gin(files, [*bindings, f"TrainConfig.run_dir = '{run_dir}'", *extra])
-  loop.train(**config.run_configs().as_kwargs(), gin_text=gin_text)
+  loop.train(**config.run_configs(), gin_text=gin_text)
 
 
 def _scores(run_dir):

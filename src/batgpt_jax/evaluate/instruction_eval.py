@@ -26,14 +26,12 @@ def replies(loaded, examples: Sequence[instructions.HeldOutExample], *, max_new_
   sampling = engine.SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0,
                                    stop_ids=(vocab_lib.EOS_ID, eop))
   prompts = [text.prompt_ids(loaded.vocabulary, example.prompt(), "l2r") for example in examples]
+  samples = engine.sample(loaded.cfg, loaded.params, prompts, sampling, mesh=loaded.mesh,
+                          rules=loaded.rules, max_batch=batch_size)
   out = []
-  for start in range(0, len(prompts), batch_size):
-    batch = prompts[start:start + batch_size]
-    samples = engine.sample(loaded.cfg, loaded.params, batch, sampling, mesh=loaded.mesh,
-                            rules=loaded.rules)
-    for prompt, row, length in zip(batch, samples.tokens, samples.lengths):
-      ids = [int(t) for t in row[:int(length)] if int(t) != vocab_lib.EOS_ID]
-      out.append(text.continuation_text(loaded.vocabulary, prompt, ids, "l2r"))
+  for prompt, row, length in zip(prompts, samples.tokens, samples.lengths):
+    ids = [int(t) for t in row[:int(length)] if int(t) != vocab_lib.EOS_ID]
+    out.append(text.continuation_text(loaded.vocabulary, prompt, ids, "l2r"))
   return out
 
 

@@ -144,11 +144,11 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
     metrics.log_console(f"Resumed from checkpoint step {restored.step} (data position "
                         f"{position}) in {cfg.run_dir}")
   jsonl_path = os.path.join(cfg.run_dir, "metrics.jsonl")
-  dropped = metrics.cut_jsonl(jsonl_path, restored.step if restored else 0)
+  start_step = restored.step if restored else 0
+  dropped = metrics.cut_jsonl(jsonl_path, start_step)
   if dropped:
-    metrics.log_console(f"Dropped {dropped} records after step "
-                        f"{restored.step if restored else 0} from {jsonl_path}: those steps "
-                        "run again now")
+    metrics.log_console(f"Dropped {dropped} records after step {start_step} from {jsonl_path}: "
+                        "those steps run again now")
 
   train_fn, eval_fn = train_step.jit_steps(objective, tx, mesh, rules, shardings,
                                            microbatches=cfg.microbatches)

@@ -1,19 +1,22 @@
 """Training objectives behind one contract (`contract.py`), chosen by name in gin.
 
-`TrainConfig.objective = 'pretrain'` (bidirectional, the default) or `'sft'` (instruction
-tuning). A new algorithm is a new module here with an `objective(model_cfg, loss_chunk)` builder
-and a line in `OBJECTIVES`; the step, the loop, the sharding and the checkpoints are shared.
+`TrainConfig.objective = 'pretrain'` (bidirectional, the default), `'sft'` (instruction
+tuning), `'reward'` (pairwise reward model) or `'dpo'` (DPO / IPO / cDPO; preference.py). A new
+algorithm is a new module here with an `objective(model_cfg, loss_chunk)` builder and a line in
+`OBJECTIVES`; the step, the loop, the sharding and the checkpoints are shared.
 """
 
 import difflib
 
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.objectives import pretrain, sft
+from batgpt_jax.objectives import preference, pretrain, sft
 from batgpt_jax.objectives.contract import Objective
 
 OBJECTIVES = {
     "pretrain": pretrain.objective,
     "sft": sft.objective,
+    "reward": preference.reward_objective,
+    "dpo": preference.dpo_objective,
 }
 
 

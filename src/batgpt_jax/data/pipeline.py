@@ -15,6 +15,11 @@ its per-token loss mask packed beside the tokens; `seq_len` (TrainConfig.seq_len
 task, which fits each conversation into one row (data/chat.py), so a conversation is never
 split across rows. Its batches have the same keys; loss_weights is 1 only where the next token
 is part of an assistant reply.
+
+Preference data (data/preference_tasks.py) walks the same way too: a pair is one document, so it
+is never split across rows or hosts, and `preferences.split_pair_sides` then makes its chosen and
+rejected answers segments 2k - 1 and 2k of the row; its batches add the per-token score_at,
+pair_weight, pair_margin and pair_p_chosen that objectives/preference.py reads.
 """
 
 import dataclasses
@@ -28,7 +33,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from batgpt_jax.data import preprocessors, tasks, vocab as vocab_lib
+from batgpt_jax.data import preferences, preprocessors, tasks, vocab as vocab_lib
 from batgpt_jax.data.tasks import DefaultCorpus
 
 
@@ -51,7 +56,7 @@ class DataConfig:
     if self.direction_mode not in preprocessors.DIRECTION_MODES:
       raise ValueError(f"DataConfig.direction_mode={self.direction_mode!r}; expected one of "
                        f"{preprocessors.DIRECTION_MODES}.")
-    chat_sources = [s for s, _ in self.sources if isinstance(s, tasks.INSTRUCTION_SOURCES)]
+    chat_sources = [s for s, _ in self.sources if tasks.source_kind(s) != "pretrain"]
     if chat_sources and self.direction_mode != "l2r":
       # Chat is read and generated left to right: an R2L conversation would teach replies that
       # come before their questions. Refused rather than forced: the default is 'both', and a
@@ -124,7 +129,10 @@ def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle:
   options = tf.data.Options()
   options.autotune.enabled = False
   options.experimental_optimization.map_parallelization = False
-  return preprocessors.pack(directed.with_options(options), seq_len)  # rows of [seq_len]
+  rows = preprocessors.pack(directed.with_options(options), seq_len)  # rows of [seq_len]
+  if tasks.source_kind(cfg.sources[0][0]) == "preference":  # one kind per mixture
+    return map(preferences.split_pair_sides, rows)
+  return rows
 
 
 def _host_batches(cfg: DataConfig, vocabulary, layout: ShardLayout, *, split: str, mode: str,

@@ -170,7 +170,8 @@ def cut_document(text: str, limit: int) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------
 # Skipped lines.
 
-_SKIPPED = {"invalid UTF-8": set(), "invalid JSON": set(), "conversation too long": set()}
+_SKIPPED = {"invalid UTF-8": set(), "invalid JSON": set(), "conversation too long": set(),
+            "preference pair too long": set()}
 _SKIPPED_LOCK = threading.Lock()
 
 
@@ -198,6 +199,12 @@ def invalid_json_count() -> int:
   """Distinct JSONL lines skipped so far in this process because they are not valid JSON."""
   with _SKIPPED_LOCK:
     return len(_SKIPPED["invalid JSON"])
+
+
+def skipped_count(reason: str) -> int:
+  """Distinct lines skipped so far in this process for `reason` (a key of the skip counts)."""
+  with _SKIPPED_LOCK:
+    return len(_SKIPPED[reason])
 
 
 def overlong_conversation_count() -> int:
@@ -488,6 +495,19 @@ def digest(*parts) -> str:
   return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
+_KIND_NAMES = {"instruction": "instruction sources (ChatJsonl, DefaultInstructions)",
+               "preference": "preference sources (PreferenceJsonl, PlantedPreferences)",
+               "pretrain": "pretraining sources"}
+
+
+def source_kind(source) -> str:
+  """'pretrain', 'instruction' or 'preference' (data/preference_tasks.py): what its rows hold."""
+  if isinstance(source, INSTRUCTION_SOURCES):
+    return "instruction"
+  from batgpt_jax.data import preference_tasks  # pylint: disable=import-outside-toplevel
+  return "preference" if isinstance(source, preference_tasks.SOURCES) else "pretrain"
+
+
 def register_task(source, vocabulary, *, seq_len: int | None = None) -> str:
   """Registers (once) the seqio Task of `source` tokenized by `vocabulary`; returns its name.
 
@@ -497,6 +517,9 @@ def register_task(source, vocabulary, *, seq_len: int | None = None) -> str:
   if isinstance(source, INSTRUCTION_SOURCES):
     from batgpt_jax.data import chat_tasks  # pylint: disable=import-outside-toplevel  # imports us
     return chat_tasks.register_task(source, vocabulary, seq_len=seq_len)
+  if source_kind(source) == "preference":
+    from batgpt_jax.data import preference_tasks  # pylint: disable=import-outside-toplevel
+    return preference_tasks.register_task(source, vocabulary, seq_len=seq_len)
   if not isinstance(source, (DefaultCorpus, TextFiles, JsonlFiles, TfdsDataset)):
     raise TypeError(f"Expected a DefaultCorpus, TextFiles, JsonlFiles, TfdsDataset, ChatJsonl or "
                     f"DefaultInstructions source, found {source!r}.")
@@ -536,12 +559,13 @@ def register_mixture(sources_and_rates: Sequence[tuple], vocabulary, *,
     if not isinstance(rate, (int, float)) or rate <= 0:
       raise ValueError(f"The rate of {describe(source)} is {rate!r}; rates must be positive "
                        "numbers.")
-  kinds = {isinstance(source, INSTRUCTION_SOURCES) for source, _ in pairs}
+  kinds = {source_kind(source) for source, _ in pairs}
   if len(kinds) > 1:
-    raise ValueError(f"{pairs!r} mixes instruction sources (ChatJsonl, DefaultInstructions) with "
-                     "pretraining sources; a seqio mixture has one set of output features, and "
-                     "only instruction data has a loss mask. Mix instruction sources with each "
-                     "other only (pretrain first, then fine-tune with TrainConfig.init_from).")
+    named = [_KIND_NAMES[kind] for kind in _KIND_NAMES if kind in kinds]
+    raise ValueError(f"{pairs!r} mixes {' with '.join(named)}; a seqio mixture has one set of "
+                     "output features (only instruction data has a loss mask, only preference "
+                     "data has pairs). Mix sources of one kind only (pretrain first, then "
+                     "fine-tune or align with TrainConfig.init_from).")
   if len({source for source, _ in pairs}) != len(pairs):
     raise ValueError(f"A source is listed twice in {pairs!r}: list each once and add the "
                      "rates together.")

@@ -1,0 +1,31 @@
+"""The planted-preference sets: project-generated pairs whose preferred answer follows a rule.
+
+`<family>.train.jsonl.gz` and `<family>.heldout.jsonl.gz` are written by `generate.py` (see its
+docstring for the families); the held-out file is the 'validation' split of
+`preference_tasks.PlantedPreferences`.
+"""
+
+import gzip
+import json
+import pathlib
+from typing import Iterator
+
+DIRECTORY = pathlib.Path(__file__).resolve().parent
+FAMILIES = ("sort_swap", "sort_length")
+SPLIT_FILES = {"train": "train", "validation": "heldout"}
+
+
+def path_of(family: str, split: str) -> pathlib.Path:
+  if family not in FAMILIES:
+    raise ValueError(f"PlantedPreferences.family={family!r}; expected one of {FAMILIES}.")
+  if split not in SPLIT_FILES:
+    raise ValueError(f"split={split!r}; expected one of {tuple(SPLIT_FILES)}.")
+  return DIRECTORY / f"{family}.{SPLIT_FILES[split]}.jsonl.gz"
+
+
+def read_records(family: str, split: str) -> Iterator[tuple[str, dict]]:
+  """(file:line, record) of a shipped family's split 'train' or 'validation'."""
+  path = path_of(family, split)
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      yield f"{path}:{lineno}", json.loads(line)

@@ -213,9 +213,15 @@ def test_dpo_objective_against_its_reference_in_closed_form():
   assert float(out["logp/chosen"]) == pytest.approx(np.mean([c for c, _ in pi]), abs=1e-5)
   assert float(out["logratio/chosen"]) == pytest.approx(
       np.mean([c - rc for (c, _), (rc, _) in zip(pi, ref)]), abs=1e-5)
-  q = lp_ref - lp_pi
-  k3 = _side_totals((np.exp(q) - 1 - q) * weights)
-  assert float(out["kl/sequence"]) == pytest.approx(np.mean([a + b for a, b in k3]) / 2, abs=1e-5)
+  def log_softmax(params):
+    logits = np.asarray(transformer.apply(CFG, params, batch["tokens"], batch["positions"],
+                                          batch["segment_ids"]), np.float64)
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+  p_pi, p_ref = log_softmax(policy), log_softmax(reference)
+  kl = _side_totals((np.exp(p_pi) * (p_pi - p_ref)).sum(-1) * weights)
+  assert float(out["kl/sequence"]) == pytest.approx(np.mean([a + b for a, b in kl]) / 2, abs=1e-5)
+  assert float(out["kl/sequence"]) > 0
 
 
 def test_dpo_against_itself_is_log_two_with_no_gradient_through_the_reference():
@@ -238,3 +244,5 @@ def test_dpo_settings_and_a_missing_reference_are_named():
   objective = preference.dpo_objective(CFG, settings={"beta": 0.1})
   with pytest.raises(ValueError, match="TrainConfig.reference_from"):
     objective.loss(transformer.init_params(CFG, 1), _model_batch(), {})
+  with pytest.raises(ValueError, match="set TrainConfig.loss_chunk = 0"):
+    preference.dpo_objective(CFG, loss_chunk=64, settings={"beta": 0.1})

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 
 from batgpt_jax.model import heads, transformer
 from batgpt_jax.model.config import ModelConfig
-from batgpt_jax.objectives import tokens
 from batgpt_jax.objectives.contract import Objective
 
 DPO_LOSSES = ("sigmoid", "ipo")
@@ -145,15 +144,18 @@ def reward_objective(model_cfg: ModelConfig, loss_chunk: int = 0) -> Objective:
                    heads=("reward_head",))
 
 
-def token_kl_sums(policy_logp, reference_logp, batch):
-  """Per-answer sums of the k3 estimate exp(q) - 1 - q, q = log ref - log pi, on answer tokens.
+def answer_terms(policy_logits, reference_logits, targets, weights):
+  """Per answer token: log pi(target), log ref(target) and KL(pi || ref) of the next-token
+  distributions at that prefix (exact over the vocabulary), each [batch, L], 0 off the answers.
 
-  It is >= 0 and, on samples of the policy, unbiased for KL(policy || reference); on the pairs of
-  the data it is a proxy (the sampled KL belongs to evaluation).
+  Summed over an answer, the KL is the sequence KL to the reference along the data's own prefixes
+  (the sampled KL belongs to evaluation).
   """
-  q = reference_logp - policy_logp
-  k3 = (jnp.exp(q) - 1.0 - q) * batch["loss_weights"]
-  return side_sums(k3, batch["segment_ids"])
+  policy = jax.nn.log_softmax(policy_logits, axis=-1)  # [batch, L, vocab] float32
+  reference = jax.nn.log_softmax(reference_logits, axis=-1)
+  pick = lambda logp: jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  kl = jnp.sum(jnp.exp(policy) * (policy - reference), axis=-1)
+  return pick(policy) * weights, pick(reference) * weights, kl * weights
 
 
 def dpo_sums(policy, reference, kl, pairs: dict, settings: dict):
@@ -193,19 +195,26 @@ def dpo_objective(model_cfg: ModelConfig, loss_chunk: int = 0,
   """DPO / IPO / cDPO against the frozen `reference` role (TrainConfig.reference_from)."""
   settings = dpo_settings() if settings is None else dpo_settings(**settings)
 
+  if loss_chunk:
+    raise ValueError(f"TrainConfig.loss_chunk={loss_chunk}: the dpo objective computes whole "
+                     "logits (its KL metric needs both models' distributions); set "
+                     "TrainConfig.loss_chunk = 0.")
+
+  def logits(params, batch):  # [batch, L, vocab] float32
+    return transformer.apply(model_cfg, params, batch["tokens"], batch["positions"],
+                             batch["segment_ids"])
+
   def loss(params, batch, frozen):
     if REFERENCE not in frozen:
       raise ValueError(f"The dpo objective needs the frozen '{REFERENCE}' parameters; found roles "
                        f"{sorted(frozen)}. The loop loads them from TrainConfig.reference_from "
                        "(default: TrainConfig.init_from); set one of them.")
-    policy_ce = tokens.token_terms(params, batch, model_cfg, loss_chunk)[0]
-    reference_ce = jax.lax.stop_gradient(
-        tokens.token_terms(frozen[REFERENCE], batch, model_cfg, loss_chunk)[0])
-    weights = batch["loss_weights"]
-    policy = side_sums(-policy_ce * weights, batch["segment_ids"])
-    reference = side_sums(-reference_ce * weights, batch["segment_ids"])
-    kl = token_kl_sums(-policy_ce, -reference_ce, batch)
-    return dpo_sums(policy, reference, kl, pair_fields(batch), settings)
+    reference_logits = jax.lax.stop_gradient(logits(frozen[REFERENCE], batch))
+    policy, reference, kl = answer_terms(logits(params, batch), reference_logits,
+                                         batch["targets"], batch["loss_weights"])
+    per_side = lambda values: side_sums(values, batch["segment_ids"])
+    return dpo_sums(per_side(policy), per_side(reference), per_side(jax.lax.stop_gradient(kl)),
+                    pair_fields(batch), settings)
 
   return Objective(name="dpo", loss=loss, eval_loss=loss, summarize=summarize_dpo,
                    frozen_roles=(REFERENCE,))

@@ -1,8 +1,13 @@
 """The one training loop, for every objective: data, steps, eval, metrics, checkpoints, faults.
 
 `TrainConfig.objective` names the loss (objectives/); the loop around it is the same for
-pretraining and instruction tuning. A run resumes from its own newest checkpoint; a new run may
-start from another run's parameters (`TrainConfig.init_from`) with a fresh optimizer at step 0.
+pretraining, instruction tuning, the reward model and DPO. A run resumes from its own newest
+checkpoint; a new run may start from another run's parameters (`TrainConfig.init_from`) with a
+fresh optimizer at step 0. An objective's scalar heads (the reward head) are part of the trained
+parameters; one that the init_from checkpoint lacks is created fresh, and the log says so. An
+objective's frozen roles (DPO's 'reference') are read, every start and resume, from
+`TrainConfig.reference_from` (default: init_from) into the parameter shardings, with no optimizer
+state, and passed to every step as `frozen`.
 """
 
 import dataclasses
@@ -17,7 +22,7 @@ import numpy as np
 from batgpt_jax import checkpoints, logs, objectives, parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.model import config as model_config
-from batgpt_jax.model import transformer
+from batgpt_jax.model import heads as model_heads
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import faults, metrics, run_lock, state as train_state, step as train_step
 
@@ -41,8 +46,9 @@ class TrainConfig:
   keep_checkpoints: int = 3
   async_checkpoint: bool = True
   max_bad_steps: int = 10  # stop after this many non-finite steps in a row (0: never stop)
-  objective: str = "pretrain"  # a name in objectives.OBJECTIVES: 'pretrain' | 'sft'
+  objective: str = "pretrain"  # a name in objectives.OBJECTIVES: 'pretrain' | 'sft' | ...
   init_from: str | None = None  # a run, checkpoints or step dir whose parameters start this run
+  reference_from: str | None = None  # the frozen reference's checkpoint (None: init_from)
 
   def __post_init__(self):
     if self.objective not in objectives.OBJECTIVES:
@@ -74,25 +80,59 @@ def evaluate(eval_fn, objective, params, batches, mesh, rules, frozen=None) -> d
   return metrics.to_host(objective.summarize(loss_sum, weight_total, total))
 
 
-def initial_params(source: str, model_cfg: ModelConfig, shardings: dict) -> dict:
-  """The parameters of another run's (or an imported) checkpoint, for `TrainConfig.init_from`.
-
-  Refused, naming every parameter that differs, when the shapes are not this model's.
-  """
+def _read_checked(source: str, setting: str, model_cfg: ModelConfig, shardings: dict,
+                  heads=()) -> tuple[dict, str]:
+  """(parameters, 'dir/step') of a checkpoint whose decoder (and `heads`) are this model's."""
   directory, step = checkpoints.find_step(source)
   saved_cfg, _ = checkpoints.read_config(directory, step)
   diffs = checkpoints.shape_differences(checkpoints.param_shapes(directory, step),
-                                        transformer.abstract_params(model_cfg))
+                                        model_heads.abstract_params(model_cfg, heads))
   if diffs:
     raise checkpoints.CheckpointMismatchError(
-        f"TrainConfig.init_from={source!r} ({directory}/{step}) holds parameters of another "
+        f"TrainConfig.{setting}={source!r} ({directory}/{step}) holds parameters of another "
         f"shape:\n  " + "\n  ".join(diffs[:20])
         + "\nUse the model gin file it was trained with (its model: "
           f"{model_config.describe(saved_cfg)}), or `batgpt grow` it to this size first.")
-  params = checkpoints.read_params(directory, step, shardings)
-  metrics.log_console(f"Initialised the parameters from {directory}/{step} (fresh optimizer, "
-                      "step 0)")
+  wanted = {key: value for key, value in shardings.items()
+            if key not in model_heads.HEADS or key in heads}
+  return checkpoints.read_params(directory, step, wanted), f"{directory}/{step}"
+
+
+def initial_params(source: str, model_cfg: ModelConfig, shardings: dict, heads=(),
+                   seed: int = 0) -> dict:
+  """The parameters of another run's (or an imported) checkpoint, for `TrainConfig.init_from`.
+
+  `heads` (in `shardings` too) are read when the checkpoint has them and created fresh when it
+  has none (a reward model from an SFT checkpoint). Refused, naming every parameter that
+  differs, when the shapes are not this model's.
+  """
+  directory, step = checkpoints.find_step(source)
+  saved = checkpoints.param_shapes(directory, step)
+  new = tuple(h for h in heads if not any(name.startswith(h + "/") for name in saved))
+  params, where = _read_checked(source, "init_from", model_cfg, shardings,
+                                tuple(h for h in heads if h not in new))
+  metrics.log_console(f"Initialised the parameters from {where} (fresh optimizer, step 0)")
+  if new:
+    params.update(jax.jit(lambda: model_heads.init_heads(model_cfg, seed, new),
+                          out_shardings={h: shardings[h] for h in new})())
+    metrics.log_console(f"The checkpoint has no {', '.join(new)}: initialised it fresh "
+                        f"(kernel ~ N(0, {model_cfg.init_std}), bias 0, seed {seed})")
   return params
+
+
+def frozen_params(cfg: TrainConfig, roles, model_cfg: ModelConfig, shardings: dict) -> dict:
+  """{role: parameters} of the objective's frozen roles, in the decoder's `shardings`."""
+  frozen = {}
+  for role in roles:
+    source = cfg.reference_from or cfg.init_from
+    if role != "reference" or not source:
+      raise ValueError(f"TrainConfig.objective={cfg.objective!r} needs the frozen {role!r} model "
+                       "but no checkpoint names it: set TrainConfig.reference_from (or "
+                       "TrainConfig.init_from, its default) to the run to align from.")
+    frozen[role], where = _read_checked(source, "reference_from" if cfg.reference_from
+                                        else "init_from", model_cfg, shardings)
+    metrics.log_console(f"Frozen {role} model from {where} (no optimizer state)")
+  return frozen
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfig,
@@ -126,16 +166,19 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
   _check_vocabulary(vocab, model_cfg)
   tx = train_state.make_optimizer(opt_cfg, cfg.steps)
   schedule = train_state.learning_rate_schedule(opt_cfg, cfg.steps)
-  abstract = train_state.abstract_state(model_cfg, tx)
-  shardings = train_state.state_shardings(model_cfg, tx, mesh, rules, abstract)
+  abstract = train_state.abstract_state(model_cfg, tx, objective.heads)
+  shardings = train_state.state_shardings(model_cfg, tx, mesh, rules, abstract, objective.heads)
+  frozen_shardings = {role: train_state.param_shardings(model_cfg, mesh, rules)
+                      for role in objective.frozen_roles}
 
   mngr = checkpoints.manager(os.path.join(cfg.run_dir, "checkpoints"),
                              keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
   restored = checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, gin_text)
   if restored is None:
-    params = (initial_params(cfg.init_from, model_cfg, shardings["params"]) if cfg.init_from
-              else None)
-    state = train_state.create_state(model_cfg, tx, mesh, rules, cfg.seed, params=params)[0]
+    params = (initial_params(cfg.init_from, model_cfg, shardings["params"], objective.heads,
+                             cfg.seed) if cfg.init_from else None)
+    state = train_state.create_state(model_cfg, tx, mesh, rules, cfg.seed, params=params,
+                                     heads=objective.heads)[0]
     position, skipped_before = 0, 0
     metrics.log_console(f"Starting from step 0 in {cfg.run_dir}")
   else:
@@ -150,8 +193,11 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
     metrics.log_console(f"Dropped {dropped} records after step {start_step} from {jsonl_path}: "
                         "those steps run again now")
 
+  frozen = frozen_params(cfg, objective.frozen_roles, model_cfg,
+                         train_state.param_shardings(model_cfg, mesh, rules))
   train_fn, eval_fn = train_step.jit_steps(objective, tx, mesh, rules, shardings,
-                                           microbatches=cfg.microbatches)
+                                           microbatches=cfg.microbatches,
+                                           frozen_shardings=frozen_shardings)
   step = int(jax.device_get(state["step"]))
   if step >= cfg.steps:
     metrics.log_console(f"Training already reached TrainConfig.steps={cfg.steps}; raise it "
@@ -181,7 +227,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
 
   try:
     while step < cfg.steps:
-      state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules), {})
+      state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules),
+                                     frozen)
       step, position = step + 1, position + 1
       bad_steps.observe(step, step_metrics["skipped"])
       if not compiled:
@@ -203,7 +250,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
             eval_set = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
                                              global_batch=cfg.global_batch,
                                              num_batches=cfg.eval_batches)
-        values = evaluate(eval_fn, objective, state["params"], eval_set, mesh, rules)
+        values = evaluate(eval_fn, objective, state["params"], eval_set, mesh, rules, frozen)
         metrics.log_console(metrics.eval_line(step, values))
         writer.scalars(step, values, prefix="eval/")
         history.append({"step": step, "kind": "eval", **values})
@@ -233,9 +280,10 @@ def evaluate_checkpoint(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipe
   mesh = parallel.mesh_from_config(mesh_cfg)
   vocab = pipeline.vocabulary_for(data_cfg)
   _check_vocabulary(vocab, model_cfg)
+  objective = objectives.build(cfg.objective, model_cfg, cfg.loss_chunk)
   tx = train_state.make_optimizer(opt_cfg, cfg.steps)
-  abstract = train_state.abstract_state(model_cfg, tx)
-  shardings = train_state.state_shardings(model_cfg, tx, mesh, rules, abstract)
+  abstract = train_state.abstract_state(model_cfg, tx, objective.heads)
+  shardings = train_state.state_shardings(model_cfg, tx, mesh, rules, abstract, objective.heads)
   directory = os.path.join(cfg.run_dir, "checkpoints")
   mngr = checkpoints.manager(directory, keep=cfg.keep_checkpoints, async_save=False)
   try:
@@ -245,12 +293,14 @@ def evaluate_checkpoint(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipe
   if restored is None:
     raise FileNotFoundError(f"No checkpoint in {directory}: train first, or set "
                             "TrainConfig.run_dir to the run to evaluate.")
-  objective = objectives.build(cfg.objective, model_cfg, cfg.loss_chunk)
-  _, eval_fn = train_step.jit_steps(objective, tx, mesh, rules, shardings,
-                                    microbatches=cfg.microbatches)
+  decoder_shardings = train_state.param_shardings(model_cfg, mesh, rules)
+  frozen = frozen_params(cfg, objective.frozen_roles, model_cfg, decoder_shardings)
+  _, eval_fn = train_step.jit_steps(
+      objective, tx, mesh, rules, shardings, microbatches=cfg.microbatches,
+      frozen_shardings={role: decoder_shardings for role in frozen})
   with logs.native_noise_filtered():
     batches = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
                                     global_batch=cfg.global_batch, num_batches=cfg.eval_batches)
-  values = evaluate(eval_fn, objective, restored.state["params"], batches, mesh, rules)
+  values = evaluate(eval_fn, objective, restored.state["params"], batches, mesh, rules, frozen)
   metrics.log_console(metrics.eval_line(restored.step, values))
   return {"step": restored.step, **values}

@@ -1,8 +1,10 @@
 """The train state (step, params, optimizer state), the optax optimizer, and sharded creation.
 
-The state is a plain dict pytree, `{'step', 'params', 'opt_state'}`, with params as a pure dict.
-It is created by a jitted init whose `out_shardings` come from the logical axis rules, so no full
-copy of the model ever exists on one host.
+The state is a plain dict pytree, `{'step', 'params', 'opt_state'}`, with params as a pure dict:
+the decoder's, plus the scalar heads the objective trains (`heads`, model/heads.py; e.g. the
+reward model's 'reward_head'). It is created by a jitted init whose `out_shardings` come from the
+logical axis rules, so no full copy of the model ever exists on one host. Frozen roles (a DPO
+reference) are parameter trees in `param_shardings` alone: they have no optimizer state.
 """
 
 import dataclasses
@@ -14,7 +16,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from batgpt_jax import parallel
-from batgpt_jax.model import transformer
+from batgpt_jax.model import heads as model_heads
 from batgpt_jax.model.config import ModelConfig
 
 
@@ -54,41 +56,41 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTran
   )
 
 
-def param_shardings(cfg: ModelConfig, mesh: Mesh, rules) -> dict:
-  shapes = jax.tree.map(lambda a: a.shape, transformer.abstract_params(cfg))
+def param_shardings(cfg: ModelConfig, mesh: Mesh, rules, heads=()) -> dict:
+  shapes = jax.tree.map(lambda a: a.shape, model_heads.abstract_params(cfg, heads))
   return jax.tree.map(lambda names, shape: parallel.logical_sharding(names, shape, mesh, rules),
-                      transformer.logical_axes(cfg), shapes,
+                      model_heads.logical_axes(cfg, heads), shapes,
                       is_leaf=lambda x: isinstance(x, tuple))
 
 
-def state_shardings(cfg: ModelConfig, tx, mesh: Mesh, rules, abstract_state) -> dict:
+def state_shardings(cfg: ModelConfig, tx, mesh: Mesh, rules, abstract_state, heads=()) -> dict:
   """Shardings for the whole state: optimizer moments follow their parameters."""
-  params = param_shardings(cfg, mesh, rules)
+  params = param_shardings(cfg, mesh, rules, heads)
   replicated = NamedSharding(mesh, PartitionSpec())
   opt = optax.tree_map_params(tx, lambda _, s: s, abstract_state["opt_state"], params,
                               transform_non_params=lambda _: replicated)
   return {"step": replicated, "params": params, "opt_state": opt}
 
 
-def abstract_state(cfg: ModelConfig, tx) -> dict:
-  return jax.eval_shape(lambda: _fresh_state(cfg, tx, seed=0))
+def abstract_state(cfg: ModelConfig, tx, heads=()) -> dict:
+  return jax.eval_shape(lambda: _fresh_state(cfg, tx, seed=0, heads=heads))
 
 
-def _fresh_state(cfg: ModelConfig, tx, seed: int) -> dict:
-  params = transformer.init_params(cfg, seed)
+def _fresh_state(cfg: ModelConfig, tx, seed: int, heads=()) -> dict:
+  params = model_heads.init_params(cfg, seed, heads)
   return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
 
 def create_state(cfg: ModelConfig, tx, mesh: Mesh, rules, seed: int,
-                 params: dict | None = None) -> tuple[dict, dict]:
+                 params: dict | None = None, heads=()) -> tuple[dict, dict]:
   """(state, shardings): a fresh state, each array created directly in its sharding.
 
   With `params` (already placed, e.g. read for `TrainConfig.init_from`) only the step and the
   optimizer state are new.
   """
-  shardings = state_shardings(cfg, tx, mesh, rules, abstract_state(cfg, tx))
+  shardings = state_shardings(cfg, tx, mesh, rules, abstract_state(cfg, tx, heads), heads)
   if params is None:
-    state = jax.jit(lambda: _fresh_state(cfg, tx, seed), out_shardings=shardings)()
+    state = jax.jit(lambda: _fresh_state(cfg, tx, seed, heads), out_shardings=shardings)()
   else:
     state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
                                "opt_state": tx.init(p)},

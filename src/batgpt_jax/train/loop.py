@@ -116,7 +116,8 @@ def initial_params(source: str, model_cfg: ModelConfig, shardings: dict, heads=(
     params.update(jax.jit(lambda: model_heads.init_heads(model_cfg, seed, new),
                           out_shardings={h: shardings[h] for h in new})())
     metrics.log_console(f"The checkpoint has no {', '.join(new)}: initialised it fresh "
-                        f"(kernel ~ N(0, {model_cfg.init_std}), bias 0, seed {seed})")
+                        f"(kernel ~ N(0, {model_heads.init_std(model_cfg):.3g}^2), bias 0, seed "
+                        f"{seed})")
   return params
 
 

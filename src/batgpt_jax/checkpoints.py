@@ -61,13 +61,18 @@ def _absolute(path: str) -> str:
 
 
 def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_cfg: ModelConfig,
-         gin_text: str, force: bool = False, skipped_steps: int = 0) -> bool:
+         gin_text: str, force: bool = False, skipped_steps: int = 0,
+         calibration: dict | None = None) -> bool:
+  """Saves the state, the data position and the config (with a reward model's `calibration`)."""
   step = int(jax.device_get(state["step"]))
+  saved_config = {"model": model_cfg.to_dict(), "gin": gin_text}
+  if calibration is not None:
+    saved_config["calibration"] = calibration
   return mngr.save(step, force=force, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
       data=ocp.args.JsonSave({"position": int(data_position), "step": step,
                               "skipped_steps": int(skipped_steps)}),
-      config=ocp.args.JsonSave({"model": model_cfg.to_dict(), "gin": gin_text})))
+      config=ocp.args.JsonSave(saved_config)))
 
 
 def _config_item(mngr: ocp.CheckpointManager, step: int) -> dict:
@@ -195,6 +200,16 @@ def read_config(checkpoints_dir: str, step: int) -> tuple[ModelConfig, str]:
   finally:
     mngr.close()
   return ModelConfig.from_dict(saved["model"]), saved.get("gin", "")
+
+
+def read_calibration(checkpoints_dir: str, step: int) -> dict | None:
+  """A reward model's score calibration saved with the checkpoint ({'mean', 'std', ...}), or
+  None when the run never evaluated (or is no reward model)."""
+  mngr = manager(checkpoints_dir, keep=None, async_save=False)
+  try:
+    return _config_item(mngr, step).get("calibration")
+  finally:
+    mngr.close()
 
 
 def _state_dir(checkpoints_dir: str, step: int) -> str:

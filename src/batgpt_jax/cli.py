@@ -7,6 +7,7 @@
   batgpt convert export|import ...
   batgpt generate --gin_file=gin/smoke.gin --prompt="Once upon a time"
   batgpt chat --checkpoint=runs/sft
+  batgpt reward score --checkpoint=runs/reward --input=pairs.jsonl --output=scored.jsonl
 """
 
 import argparse
@@ -120,6 +121,8 @@ COMMANDS = (
      "batgpt_jax.sample.commands:add_chat_command"),
     ("annotate", "the A/B preference labelling web app",
      "batgpt_jax.annotate.command:add_annotate_command"),
+    ("reward", "reward model tools: score preference JSONL (calibrated)",
+     "batgpt_jax.align.commands:add_reward_command"),
 )
 
 

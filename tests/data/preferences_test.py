@@ -175,16 +175,36 @@ def test_a_mixture_of_jsonl_layouts_by_rate(tmp_path, data_tiny_vocab_path, data
   sources = ((preference_tasks.PreferenceJsonl(str(human)), 0.75),
              (preference_tasks.PreferenceJsonl(str(ai), format="hh"), 0.25))
   cfg = _data_cfg(data_tiny_vocab_path, sources, shards=1)
-  batches = pipeline.train_batches(cfg, data_tiny_vocab, seq_len=128, global_batch=2)
+  batches = pipeline.train_batches(cfg, data_tiny_vocab, seq_len=128, global_batch=4)
   weights = collections.Counter()
-  for _ in range(12):
+  for _ in range(30):
     batch = next(batches)
     _check_pair_rows(batch, data_tiny_vocab)
     chosen_ends = batch["score_at"] * (batch["segment_ids"] % 2 == 1)
     weights.update(batch["pair_weight"][chosen_ends > 0].tolist())
   share = weights[2.0] / (weights[2.0] + weights[1.0])
-  assert 0.6 < share < 0.9  # the human source at rate 0.75
+  assert sum(weights.values()) >= 100 and 0.65 < share < 0.85  # the human source at rate 0.75
   with pytest.raises(ValueError, match="mixes instruction sources .* with preference sources"):
     tasks.register_mixture([(tasks.DefaultInstructions(), 1.0), sources[0]], data_tiny_vocab,
                            seq_len=128)
   assert preference_tasks.skipped_pair_count() == 0  # every pair above fits its row
+
+
+def test_planted_label_noise_flips_train_pairs_only():
+  noisy = preference_tasks.PlantedPreferences(flip_share=0.2, p_chosen=0.8)
+  train = [p for _, p in preference_tasks.planted_pairs(noisy, "train")]
+  flipped = sum(list(p.chosen) != sorted(p.chosen) for p in train)  # a sorted answer is right
+  assert len(train) == 3000 and abs(flipped / 3000 - 0.2) < 0.02
+  assert {p.p_chosen for p in train} == {0.8}
+  held = [p for _, p in preference_tasks.planted_pairs(noisy, "validation")]
+  assert all(list(p.chosen) == sorted(p.chosen) and p.p_chosen == 1.0 for p in held)
+  with pytest.raises(ValueError, match="flip_share=0.6"):
+    preference_tasks.PlantedPreferences(flip_share=0.6)
+
+
+def test_tokenizer_training_text_is_both_rendered_sides():
+  texts = list(tasks.raw_documents(preference_tasks.PlantedPreferences(), "validation"))
+  (_, first), = preference_tasks.planted_pairs(preference_tasks.PlantedPreferences(),
+                                               "validation")[:1]
+  assert texts[:2] == [first.side(first.chosen).text(), first.side(first.rejected).text()]
+  assert len(texts) == 2 * 300

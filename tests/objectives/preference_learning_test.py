@@ -6,8 +6,11 @@ Both start (`TrainConfig.init_from`) from the same step-0 checkpoint of the tiny
 is learnable from scratch, and a test budget has no room for a pretraining run first.
 """
 
+import json
 import math
 import os
+import subprocess
+import sys
 
 import gin
 import jax
@@ -15,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from batgpt_jax import checkpoints, config
-from batgpt_jax.data import preference_tasks, preferences, vocab
+from batgpt_jax import checkpoints, cli, config
+from batgpt_jax.data import planted, preference_tasks, preferences, vocab
 from batgpt_jax.model import heads
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.objectives import preference
@@ -62,16 +65,48 @@ def reward_run(base, tmp_path_factory):
   run_dir = tmp_path_factory.mktemp("reward")
   history = _train(run_dir, REWARD, f"TrainConfig.init_from = '{base[0]}'")
   directory, step = checkpoints.find_step(str(run_dir))
-  return history, checkpoints.read_params(directory, step)
+  return history, checkpoints.read_params(directory, step), run_dir
 
 
 def test_reward_model_orders_held_out_planted_pairs(reward_run):
-  history, params = reward_run
+  history, params, _ = reward_run
   (held_out,) = [h for h in history if h["kind"] == "eval"]
   assert [h for h in history if h["kind"] == "train"][-1]["loss"] < 0.3
   assert held_out["pairs"] >= 250
   assert held_out["reward/accuracy"] >= MIN_REWARD_ACCURACY, held_out
   assert held_out["reward/margin"] > 0 and "reward_head" in params
+
+
+def test_reward_score_writes_calibrated_scores(reward_run, tmp_path):
+  history, _, run_dir = reward_run
+  (held_out,) = [h for h in history if h["kind"] == "eval"]
+  directory, step = checkpoints.find_step(str(run_dir))
+  calibration = checkpoints.read_calibration(directory, step)
+  assert calibration["mean"] == pytest.approx(held_out["reward/mean"], abs=1e-6)
+  assert calibration["std"] == pytest.approx(held_out["reward/std"], abs=1e-6)
+  assert calibration["answers"] == 2 * held_out["pairs"]
+  records = [r for _, r in planted.read_records("sort_swap", "validation")][:24]
+  (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  out = tmp_path / "out.jsonl"
+  assert cli.main(["reward", "score", f"--checkpoint={run_dir}", f"--input={tmp_path}/in.jsonl",
+                   f"--output={out}", "--seq_len=160", "--batch=16"]) == 0
+  scored = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [{k: r[k] for k in records[0]} for r in scored] == records  # the records, in order
+  for r in scored:
+    assert r["score_chosen"] == pytest.approx(
+        (r["reward_chosen"] - calibration["mean"]) / calibration["std"], abs=1e-5)
+  right = sum(r["score_chosen"] > r["score_rejected"] for r in scored)
+  assert right >= 0.95 * len(scored)
+
+
+def test_reward_help_loads_no_jax():
+  probe = ("import sys, runpy\nsys.argv = ['batgpt', 'reward', 'score', '--help']\n"
+           "try:\n  runpy.run_module('batgpt_jax.cli', run_name='__main__')\n"
+           "except SystemExit:\n  pass\n"
+           "print('HEAVY', sorted(m for m in ('jax', 'tensorflow') if m in sys.modules))\n")
+  proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                        timeout=60, check=True)
+  assert "--checkpoint" in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout[-500:]
 
 
 def _row(docs, seq_len, left_pad=0):
@@ -91,7 +126,7 @@ def _row(docs, seq_len, left_pad=0):
 
 
 def test_scores_do_not_depend_on_padding_or_batch_companions(reward_run, base):
-  _, params = reward_run
+  _, params, _ = reward_run
   cfg = base[1]
   vocabulary = vocab.default_vocabulary(cfg.vocab_size)
   l2r, _ = vocab.direction_ids(vocabulary)
@@ -99,9 +134,10 @@ def test_scores_do_not_depend_on_padding_or_batch_companions(reward_run, base):
   pairs = [p for _, p in preference_tasks._planted_pairs("sort_swap", "validation")[:3]]
   docs = [preferences.pair_example(vocabulary, p, seq_len=256, eos_id=vocab.EOS_ID, l2r_id=l2r)
           for p in pairs]
-  rows = [_row(docs[:1], 384), _row(docs[:1], 384, left_pad=150),
-          _row([docs[1], docs[0], docs[2]], 384), _row(docs[2:], 384)]
-  batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]}
+  rows = [preferences.pair_row(docs[0], 384, l2r), preferences.pair_row(docs[0], 384, l2r, 150),
+          _row([docs[1], docs[0], docs[2]], 384), preferences.pair_row(docs[2], 384, l2r)]
+  batch = {k: jnp.asarray(np.stack([r[k] for r in rows]))
+           for k in ("tokens", "positions", "segment_ids", "score_at")}  # what scoring reads
   chosen, rejected = jax.jit(preference.answer_rewards, static_argnums=0)(cfg, params, batch)
   alone = np.array([chosen[0, 0], rejected[0, 0]])
   for other in ([chosen[1, 0], rejected[1, 0]], [chosen[2, 1], rejected[2, 1]]):

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import random
 from typing import Iterator
 
 import gin
@@ -56,12 +57,23 @@ class PreferenceJsonl:
 @dataclasses.dataclass(frozen=True)
 class PlantedPreferences:
   """A planted-preference set shipped in the package (data/planted): 'sort_swap' or
-  'sort_length'; 'validation' is its held-out file."""
+  'sort_length'; 'validation' is its held-out file.
+
+  Label noise, for robustness studies: `flip_share` of the TRAIN pairs (chosen by a seeded
+  draw per record) have chosen and rejected swapped, and every train pair carries the soft
+  label `p_chosen`. The validation split is never flipped and keeps p_chosen 1.
+  """
 
   family: str = "sort_swap"
+  flip_share: float = 0.0
+  p_chosen: float = 1.0
 
   def __post_init__(self):
     planted.path_of(self.family, "train")  # raises, naming the families
+    if not 0.0 <= self.flip_share < 0.5 or not 0.5 < self.p_chosen <= 1.0:
+      raise ValueError(f"PlantedPreferences.flip_share={self.flip_share} and p_chosen="
+                       f"{self.p_chosen}; expected flip_share in [0, 0.5) and p_chosen in "
+                       "(0.5, 1] (e.g. 0.2 and 0.8: the labels are right 80% of the time).")
 
 
 SOURCES = (PreferenceJsonl, PlantedPreferences)
@@ -93,13 +105,27 @@ def _planted_pairs(family: str, split: str) -> tuple[tuple[str, preferences.Pair
                for where, record in planted.read_records(family, split))
 
 
+def planted_pairs(source: PlantedPreferences,
+                  split: str) -> tuple[tuple[str, preferences.Pair], ...]:
+  """The pairs of a planted split, with the source's label noise on the train split."""
+  pairs = _planted_pairs(source.family, split)
+  if split != "train" or (source.flip_share == 0 and source.p_chosen == 1):
+    return pairs
+  noisy = []
+  for i, (where, pair) in enumerate(pairs):
+    if random.Random(i).random() < source.flip_share:
+      pair = dataclasses.replace(pair, chosen=pair.rejected, rejected=pair.chosen)
+    noisy.append((where, dataclasses.replace(pair, p_chosen=source.p_chosen)))
+  return tuple(noisy)
+
+
 def raw_pairs(source, split: str, index: int = 0,
               num_shards: int = 1) -> Iterator[tuple[str, preferences.Pair]]:
   """(file:line, Pair) of data shard `index` of `num_shards` of a preference split."""
   if split not in tasks.SPLITS:
     raise ValueError(f"split={split!r}; expected one of {tasks.SPLITS}.")
   if isinstance(source, PlantedPreferences):
-    yield from tasks.every_nth(iter(_planted_pairs(source.family, split)), index, num_shards)
+    yield from tasks.every_nth(iter(planted_pairs(source, split)), index, num_shards)
   elif isinstance(source, PreferenceJsonl):
     yield from tasks.shard_of_files(tasks.matching_files(source.file_pattern),
                                     functools.partial(_jsonl_pairs, source), split, index,
@@ -132,7 +158,7 @@ _CHECK_RECORDS = 10_000
 def _all_pairs(source) -> Iterator[tuple[str, preferences.Pair]]:
   if isinstance(source, PlantedPreferences):
     for split in tasks.SPLITS:
-      yield from _planted_pairs(source.family, split)
+      yield from planted_pairs(source, split)
     return
   for path in tasks.matching_files(source.file_pattern):
     yield from _jsonl_pairs(source, path)
@@ -177,8 +203,12 @@ def _pair_dataset(split: str, shuffle_files: bool, *, source, vocabulary, seq_le
   signature["lengths"] = tf.TensorSpec((None,), tf.int64)
   batches = tf.data.Dataset.from_generator(lambda: _example_batches(examples()),
                                            output_signature=signature)
-  return batches.map(lambda b: {name: tf.RaggedTensor.from_row_lengths(b[name], b["lengths"])
-                                for name in _FEATURES}).unbatch()
+  return batches.map(_ragged_examples).unbatch()
+
+
+def _ragged_examples(batch: dict) -> dict:
+  return {name: tf.RaggedTensor.from_row_lengths(batch[name], batch["lengths"])
+          for name in _FEATURES}
 
 
 def register_task(source, vocabulary, *, seq_len: int | None) -> str:

@@ -239,3 +239,21 @@ def split_pair_sides(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   out["segment_ids"] = sides
   out["positions"] = np.where(sides > 0, index - start, 0).astype(np.int32)
   return out
+
+
+def pair_row(doc: dict[str, np.ndarray], seq_len: int, l2r_id: int,
+             left_pad: int = 0) -> dict[str, np.ndarray]:
+  """One pair document alone in a row of `seq_len` (after `left_pad` padding), with its sides as
+  segments 1 and 2: what scoring a pair by itself feeds the model."""
+  length = 1 + len(doc["targets"])
+  if left_pad + length > seq_len:
+    raise ValueError(f"A pair of {length} tokens does not fit in {seq_len - left_pad}.")
+  row = {name: np.zeros(seq_len, np.float32 if name in FLOAT_FIELDS else np.int32)
+         for name in ("tokens", "segment_ids", "positions", *PAIR_FIELDS)}
+  where = slice(left_pad, left_pad + length)
+  row["tokens"][where] = [l2r_id] + doc["targets"].tolist()
+  row["segment_ids"][where] = 1
+  row["positions"][where] = np.arange(length)
+  for name in PAIR_FIELDS:
+    row[name][left_pad + 1:left_pad + length] = doc[name]
+  return split_pair_sides(row)

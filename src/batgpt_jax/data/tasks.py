@@ -326,7 +326,7 @@ def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> It
   """The text of data shard `index` of `num_shards` of a source's split.
 
   For instruction sources: each conversation rendered in the chat template (for tokenizer
-  training).
+  training); for preference sources: each pair's two sides, so rendered.
   """
   if split not in SPLITS:
     raise ValueError(f"split={split!r}; expected one of {SPLITS}.")
@@ -334,6 +334,11 @@ def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> It
     from batgpt_jax.data import chat_tasks  # pylint: disable=import-outside-toplevel  # imports us
     yield from (c.text() for _, c in chat_tasks.raw_conversations(source, split, index,
                                                                   num_shards))
+  elif source_kind(source) == "preference":
+    from batgpt_jax.data import preference_tasks  # pylint: disable=import-outside-toplevel
+    for _, pair in preference_tasks.raw_pairs(source, split, index, num_shards):
+      yield pair.side(pair.chosen).text()
+      yield pair.side(pair.rejected).text()
   elif isinstance(source, TfdsDataset):
     yield from _tfds_documents(source, split, index, num_shards)
   elif isinstance(source, DefaultCorpus):

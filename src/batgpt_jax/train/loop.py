@@ -7,7 +7,9 @@ fresh optimizer at step 0. An objective's scalar heads (the reward head) are par
 parameters; one that the init_from checkpoint lacks is created fresh, and the log says so. An
 objective's frozen roles (DPO's 'reference') are read, every start and resume, from
 `TrainConfig.reference_from` (default: init_from) into the parameter shardings, with no optimizer
-state, and passed to every step as `frozen`.
+state, and passed to every step as `frozen`. A reward model's checkpoints carry the mean and std
+of its scores on the held-out split (its calibration split) from the latest evaluation, which
+`batgpt reward score` normalises with.
 """
 
 import dataclasses
@@ -221,10 +223,13 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
   history = []
   compiled = False
 
+  calibration = None  # a reward model's held-out score mean and std, saved with its checkpoints
+
   def save(force: bool = False):
     bad_steps.flush()  # the count saved includes this step
     checkpoints.save(mngr, state, data_position=position, model_cfg=model_cfg,
-                     gin_text=gin_text, force=force, skipped_steps=bad_steps.total)
+                     gin_text=gin_text, force=force, skipped_steps=bad_steps.total,
+                     calibration=calibration)
 
   try:
     while step < cfg.steps:
@@ -253,6 +258,9 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
                                              num_batches=cfg.eval_batches)
         values = evaluate(eval_fn, objective, state["params"], eval_set, mesh, rules, frozen)
         metrics.log_console(metrics.eval_line(step, values))
+        if "reward_head" in objective.heads:
+          calibration = {"mean": values["reward/mean"], "std": values["reward/std"],
+                         "answers": 2 * values["pairs"], "step": step}
         writer.scalars(step, values, prefix="eval/")
         history.append({"step": step, "kind": "eval", **values})
         throughput.start(step)  # do not count eval time as training time

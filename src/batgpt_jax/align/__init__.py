@@ -1,0 +1,1 @@
+"""Alignment commands over the shared core: `batgpt reward score` (reward_score.py)."""

@@ -148,12 +148,33 @@ def test_scores_do_not_depend_on_padding_or_batch_companions(reward_run, base):
 
 @pytest.fixture(scope="module")
 def dpo_run(base, tmp_path_factory):
-  return _train(tmp_path_factory.mktemp("dpo"), DPO, f"TrainConfig.init_from = '{base[0]}'")
+  run_dir = tmp_path_factory.mktemp("dpo")
+  return _train(run_dir, DPO, f"TrainConfig.init_from = '{base[0]}'"), run_dir
+
+
+def _evaluate(run_dir, settings, *extra):
+  """`batgpt eval` of a finished run: its checkpoint, its frozen roles read again."""
+  gin.clear_config()
+  files = [s for s in settings if s.endswith(".gin")]
+  bindings = [s for s in settings if not s.endswith(".gin")]
+  gin_text = config.parse_gin(files, [*bindings, f"TrainConfig.run_dir = '{run_dir}'", *extra])
+  return loop.evaluate_checkpoint(**config.run_configs(), gin_text=gin_text)
+
+
+@pytest.mark.parametrize("which", ["reward", "dpo"])
+def test_eval_of_the_saved_run_repeats_its_last_eval(which, reward_run, dpo_run, base):
+  history, run_dir = (reward_run[0], reward_run[2]) if which == "reward" else dpo_run
+  (held_out,) = [h for h in history if h["kind"] == "eval"]
+  again = _evaluate(run_dir, REWARD if which == "reward" else DPO,
+                    f"TrainConfig.init_from = '{base[0]}'")
+  for key in ("loss", "reward/accuracy", "reward/margin", "pairs"):
+    assert again[key] == pytest.approx(held_out[key], abs=1e-5), key
 
 
 def test_dpo_learns_the_planted_preference_against_its_frozen_reference(dpo_run):
-  train = {h["step"]: h for h in dpo_run if h["kind"] == "train"}
-  (held_out,) = [h for h in dpo_run if h["kind"] == "eval"]
+  history, _ = dpo_run
+  train = {h["step"]: h for h in history if h["kind"] == "train"}
+  (held_out,) = [h for h in history if h["kind"] == "eval"]
   # Step 1 is scored before any update: the policy IS the reference (both from init_from).
   assert train[1]["loss"] == pytest.approx(math.log(2), abs=1e-6)
   assert train[1]["kl/sequence"] == pytest.approx(0.0, abs=1e-6)

@@ -9,6 +9,7 @@ is learnable from scratch, and a test budget has no room for a pretraining run f
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from batgpt_jax import checkpoints, cli, config
-from batgpt_jax.data import planted, preference_tasks, preferences, vocab
+from batgpt_jax.data import pipeline, planted, preference_tasks, preferences, vocab
 from batgpt_jax.model import heads
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.objectives import preference
@@ -184,3 +185,26 @@ def test_dpo_learns_the_planted_preference_against_its_frozen_reference(dpo_run)
   assert held_out["reward/margin"] > 0 and held_out["logratio/chosen"] > held_out[
       "logratio/rejected"]
   assert 0 < held_out["kl/sequence"] < 1e3 and np.isfinite(held_out["logp/chosen"])
+
+
+def test_a_preempted_dpo_run_resumes_with_the_same_losses(dpo_run, base, tmp_path, monkeypatch):
+  """SIGTERM mid-run saves; the rerun restores the policy and reads the reference again."""
+  history, _ = dpo_run
+  real_batches = pipeline.train_batches
+
+  def preempted(*args, **kwargs):
+    for i, batch in enumerate(real_batches(*args, **kwargs)):
+      if i == 10 and kwargs.get("start_position", 0) == 0:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 11 runs
+      yield batch
+
+  monkeypatch.setattr(pipeline, "train_batches", preempted)
+  init = f"TrainConfig.init_from = '{base[0]}'"
+  first = _train(tmp_path, DPO, init)
+  assert first[-1]["kind"] == "preempted"
+  second = _train(tmp_path, DPO, init)
+  losses = lambda runs: {h["step"]: h["loss"] for h in runs if h["kind"] == "train"}
+  resumed, straight = {**losses(first), **losses(second)}, losses(history)
+  assert min(losses(second)) > 1 and sorted(resumed) == sorted(straight)
+  for step, loss in straight.items():
+    assert resumed[step] == pytest.approx(loss, abs=1e-6), step

@@ -8,6 +8,7 @@
   batgpt generate --gin_file=gin/smoke.gin --prompt="Once upon a time"
   batgpt chat --checkpoint=runs/sft
   batgpt reward score --checkpoint=runs/reward --input=pairs.jsonl --output=scored.jsonl
+  batgpt label --checkpoint=runs/sft --input=pairs.jsonl --output=ai_labels.jsonl
 """
 
 import argparse
@@ -123,6 +124,8 @@ COMMANDS = (
      "batgpt_jax.annotate.command:add_annotate_command"),
     ("reward", "reward model tools: score preference JSONL (calibrated)",
      "batgpt_jax.align.commands:add_reward_command"),
+    ("label", "AI preference labels (RLAIF): a judge checkpoint asked in both orders",
+     "batgpt_jax.align.commands:add_label_command"),
 )
 
 

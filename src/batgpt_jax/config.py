@@ -46,6 +46,7 @@ CONFIGURABLE_MODULES = (
     "batgpt_jax.data.pipeline",
     "batgpt_jax.data.tasks",
     "batgpt_jax.data.preference_tasks",
+    "batgpt_jax.align.label",
     "batgpt_jax.objectives",
     "batgpt_jax.train.state",
     "batgpt_jax.train.loop",

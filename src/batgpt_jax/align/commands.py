@@ -1,4 +1,4 @@
-"""The `batgpt reward` command's parser: argparse only, so that its --help loads no JAX."""
+"""The `batgpt reward` and `batgpt label` parsers: argparse only, so --help loads no JAX."""
 
 from batgpt_jax import config
 
@@ -20,3 +20,18 @@ def add_reward_command(sub) -> None:
   score.add_argument("--batch", type=int, default=16, help="pairs per forward pass")
   score.add_argument("--vocab", default=None, help="the run's tokenizer (default: DataConfig's)")
   score.set_defaults(run=config.run_later("batgpt_jax.align.reward_score", "run"))
+
+
+def add_label_command(sub) -> None:
+  label = sub.add_parser("label", help="AI preference labels: a judge model asked in both orders")
+  config.add_gin_flags(label)
+  label.add_argument("--checkpoint", required=True, help="the judge: any decoder checkpoint")
+  label.add_argument("--step", type=int, default=None, help="default: the newest")
+  label.add_argument("--input", required=True,
+                     help="JSONL pairs (schema, TRL or HH-RLHF); their order is ignored")
+  label.add_argument("--output", required=True, help="preference JSONL with source 'ai'")
+  label.add_argument("--format", default="auto", choices=("auto", "schema", "trl", "hh"))
+  label.add_argument("--seq_len", type=int, default=512, help="row length of a judge prompt")
+  label.add_argument("--batch", type=int, default=16, help="judge prompts per forward pass")
+  label.add_argument("--vocab", default=None, help="the judge's tokenizer (default: DataConfig's)")
+  label.set_defaults(run=config.run_later("batgpt_jax.align.label", "run"))

@@ -14,7 +14,6 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.10,<4.10",
     "sentencepiece>=0.2.1,<0.3",
     "gin-config>=0.5.0,<0.6",
-    "tensorboardX>=2.6.5,<2.7",
     "numpy>=2.0,<3",
     "psutil>=5.9",
     "safetensors>=0.8.0,<0.9",

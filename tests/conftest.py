@@ -1,10 +1,19 @@
 """Test set-up: 8 fake CPU devices (for the sharding tests), the gin rules, small shared helpers."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One XLA compilation cache for the session, inherited by the `batgpt` subprocesses the tests
+# start: the same tiny train step is compiled by dozens of tests and processes, once is enough.
+# Entries are keyed by the program, the devices and XLA_FLAGS, so a hit is the same executable.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="batgpt-test-xla-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 import gin  # noqa: E402
 import pytest  # noqa: E402

@@ -1,5 +1,6 @@
 """End-to-end training on the embedded corpus: resume exactness, preemption, bad input."""
 
+import json
 import os
 import signal
 
@@ -146,12 +147,17 @@ def test_eval_without_a_checkpoint_says_so(setup, tmp_path):
 def test_metrics_reach_tensorboard(setup, tmp_path):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   loop.train(_train_cfg(tmp_path, steps=4, log_every=2, eval_every=4, eval_batches=1), **setup)
-  tags = {}
+  tags, values = {}, {}
   for path in (tmp_path / "tensorboard").iterdir():
     for event in tf.compat.v1.train.summary_iterator(str(path)):
       for value in event.summary.value:
         tags.setdefault(value.tag, []).append(event.step)
+        values[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+        assert value.metadata.plugin_data.plugin_name == "scalars"  # what TensorBoard plots
   assert tags["train/l2r/loss"] == [2, 4] and tags["train/r2l/loss"] == [2, 4]
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  last_train = [r for r in records if "train/l2r/loss" in r][-1]
+  assert values[("train/l2r/loss", 4)] == pytest.approx(last_train["train/l2r/loss"], rel=1e-6)
   assert tags["eval/l2r/loss"] == [4] and tags["eval/r2l/perplexity"] == [4]
   assert "train/perf/tokens_per_second" in tags and "train/learning_rate" in tags
 

@@ -13,7 +13,6 @@ import time
 import jax
 import numpy as np
 import tensorflow as tf
-from tensorboardX import SummaryWriter
 
 from batgpt_jax.model.config import ModelConfig
 
@@ -75,6 +74,12 @@ def _format_duration(seconds: float) -> str:
   return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+# What `tf.summary.scalar` attaches (TensorBoard's scalar plugin), written through the low-level
+# `tf.summary.write`, which does not need the tensorboard package installed.
+_SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
+    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+
 class Writer:
   """Scalars to TensorBoard and to a JSON-lines file (one record per call), from process 0 only.
 
@@ -84,13 +89,17 @@ class Writer:
 
   def __init__(self, log_dir: str | None, jsonl_path: str | None = None):
     lead = jax.process_index() == 0
-    self.tb = SummaryWriter(log_dir) if log_dir and lead else None
+    # TensorFlow's own event writer (TensorFlow is here for gfile anyway): local and gs:// alike,
+    # and no tensorboardX, which imports torch whenever torch is installed (seconds per process).
+    self.tb = tf.summary.create_file_writer(log_dir) if log_dir and lead else None
     self.jsonl = tf.io.gfile.GFile(jsonl_path, "a") if jsonl_path and lead else None
 
   def scalars(self, step: int, values: dict, prefix: str = "") -> None:
     if self.tb is not None:
-      for name, value in values.items():
-        self.tb.add_scalar(f"{prefix}{name}", float(value), step)
+      with self.tb.as_default(step=step):
+        for name, value in values.items():
+          tf.summary.write(f"{prefix}{name}", tf.constant(float(value), tf.float32),
+                           metadata=_SCALAR_METADATA)
       self.tb.flush()
     if self.jsonl is not None:
       record = {"step": step, **{f"{prefix}{k}": float(v) for k, v in values.items()}}

@@ -31,6 +31,7 @@ setuptools.setup(
     packages=setuptools.find_packages("src"),
     package_data={"batgpt_jax": ["data/corpus/*.txt.gz", "gin/*.gin", "gin/*/*.gin",
                                  "data/instructions/*.jsonl.gz",  # the default instruction set
+                                 "data/planted/*.jsonl.gz",  # the planted preference tasks
                                  # the annotation app's pages and its Alembic migrations
                                  "annotate/templates/*.html", "annotate/static/*",
                                  "annotate/alembic.ini", "annotate/migrations/*.py",

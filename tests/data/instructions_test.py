@@ -35,11 +35,15 @@ def test_shipped_files_are_the_generator_output(tmp_path):
 def test_splits_are_disjoint_and_sized():
   train = instructions.default_examples("train")
   held_out = instructions.default_examples("validation")
-  assert len(train) == 5240 and len(held_out) == 480
+  assert len(train) == 19560 and len(held_out) == 480
   assert not {_user_turns(r) for r in train} & {_user_turns(r) for r in held_out}
   assert len({_user_turns(r) for r in held_out}) == 480  # no duplicates either
   arithmetic = lambda records: {_sum_of(r) for r in records if r["family"] == "arithmetic"}
-  assert len(arithmetic(held_out)) == 20 and not arithmetic(held_out) & arithmetic(train)
+  held_out_sums, train_sums = arithmetic(held_out), arithmetic(train)
+  # 20 sums never asked in train in that order, each asked in train the other way round.
+  assert len(held_out_sums) == 20 and not held_out_sums & train_sums
+  assert all((b, a) in train_sums and a != b for a, b in held_out_sums)
+  assert len(train_sums) == 80
   per_family = collections.Counter(r["family"] for r in held_out)
   assert per_family == {family: 80 for family in generate.FAMILIES}
   languages = collections.Counter((r["family"], r["language"]) for r in held_out)
@@ -72,11 +76,13 @@ def test_answers_are_short_and_exact():
 def test_records_are_well_formed_jsonl():
   raw = gzip.decompress((instructions.DIRECTORY / "train.jsonl.gz").read_bytes()).decode("utf-8")
   lines = raw.splitlines()
-  assert len(lines) == 5240 and raw.endswith("\n")
+  assert len(lines) == 19560 and raw.endswith("\n")
   record = json.loads(lines[0])
   assert list(record) == ["family", "language", "messages"]
-  systems = sum(json.loads(line)["messages"][0]["role"] == "system" for line in lines)
-  assert 0.2 < systems / len(lines) < 0.45
+  records = [json.loads(line) for line in lines]
+  with_system = [r["messages"][0]["role"] == "system" for r in records if r["family"] != "recall"]
+  assert 0.2 < sum(with_system) / len(with_system) < 0.3  # a quarter, recall's none
+  assert not any(r["messages"][0]["role"] == "system" for r in records if r["family"] == "recall")
 
 
 def test_every_conversation_fits_the_sft_rows_of_the_default_vocabulary():

@@ -6,8 +6,8 @@ writes DIR/train.jsonl.gz and DIR/heldout.jsonl.gz, one record a line:
 {"family": ..., "language": "en"|"zh", "messages": [{"role", "content"}, ...]}, ending with the
 assistant reply that is the exact answer. Families (FAMILIES):
 
-  arithmetic    a + b with one-digit a and b; the held-out split asks sums (facts) that the train
-                split never asks, in any wording or language
+  arithmetic    a + b with one-digit a and b; the held-out split asks 20 sums a + b that train
+                only ever asks as b + a (in every wording and language), never in that order
   copy          repeat 2-3 words
   reverse       say 2-3 words in reverse order
   sort          3-4 distinct digits (en, zh) or letters (en) in increasing order
@@ -36,10 +36,12 @@ from batgpt_jax.data.corpus import lexicon as lx
 DEFAULT_SEED = 20250301
 FAMILIES = ("arithmetic", "copy", "reverse", "sort", "corpus_facts", "recall")
 HELD_OUT_PER_FAMILY = 80
-# copy, reverse and sort get the most: a tiny model learns to copy from context slowly.
-TRAIN_PER_FAMILY = {"copy": 1000, "reverse": 1000, "sort": 1000, "corpus_facts": 800,
-                    "recall": 800}  # arithmetic: every wording of every train sum (640)
-ARITHMETIC_HELD_OUT_SUMS = 20  # of the 100 one-digit sums
+# Enough distinct conversations that a small model learns each rule instead of memorising its
+# examples (make sft-smoke sees each about 5 times); recall, the hardest, gets the most.
+TRAIN_PER_FAMILY = {"copy": 3000, "reverse": 3000, "sort": 3000, "corpus_facts": 3000,
+                    "recall": 5000}
+ARITHMETIC_HELD_OUT_SUMS = 20  # of the 90 one-digit sums a + b with a != b
+ARITHMETIC_REPEATS = 8  # each train wording 8 times, 2 of them with a system prompt
 CHINESE_SHARE = 0.4
 SYSTEM_SHARE = 0.25
 SYSTEMS = {"en": ("You are a helpful assistant.", "Answer briefly."),
@@ -201,17 +203,21 @@ def _user_key(turns) -> tuple[str, ...]:
 
 def _arithmetic(seed: int) -> tuple[list[dict], list[dict]]:
   rng = random.Random(f"batgpt-instructions:{seed}:arithmetic")
-  sums = [(a, b) for a in range(10) for b in range(10)]
-  held_out = set(rng.sample(sums, ARITHMETIC_HELD_OUT_SUMS))
+  pairs = [(a, b) for a in range(10) for b in range(a + 1, 10)]
+  # One order of each held-out pair; the other order stays in train.
+  held_out = {pair if rng.random() < 0.5 else pair[::-1]
+              for pair in rng.sample(pairs, ARITHMETIC_HELD_OUT_SUMS)}
   train, test = [], []
-  for a, b in sums:
-    for language, question, answer in arithmetic_wordings(a, b):
-      turns = [(question, answer)]
-      if (a, b) in held_out:
-        test.append(_record("arithmetic", language, turns))
-      else:  # each train wording twice: without and with a system prompt
-        train += [_record("arithmetic", language, turns),
-                  _record("arithmetic", language, turns, rng.choice(SYSTEMS[language]))]
+  for a in range(10):
+    for b in range(10):
+      for language, question, answer in arithmetic_wordings(a, b):
+        turns = [(question, answer)]
+        if (a, b) in held_out:
+          test.append(_record("arithmetic", language, turns))
+          continue
+        for repeat in range(ARITHMETIC_REPEATS):
+          system = rng.choice(SYSTEMS[language]) if repeat < 2 else None
+          train.append(_record("arithmetic", language, turns, system))
   return train, test
 
 

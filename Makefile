@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/smoke
 STAMP := $(VENV)/.installed
 
-.PHONY: setup smoke sft-smoke test bench bench-multihost clean
+.PHONY: setup smoke sft-smoke align-smoke test bench bench-multihost clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,21 @@ sft-smoke: $(STAMP)
 	$(VENV)/bin/batgpt eval --task=instructions --gin_file=gin/sft_smoke.gin --checkpoint=$(SFT_DIR)
 	printf 'What is 3 + 4?\nCopy: red fox\n/reset\nMy favourite colour is green.\nWhat is my favourite colour?\n' \
 	    | $(VENV)/bin/batgpt chat --gin_file=gin/sft_smoke.gin --checkpoint=$(SFT_DIR) --max_new_tokens=24
+
+# Alignment end to end on the tiny model: the smoke pretraining run (or reuse it), a short SFT,
+# a pairwise reward model and DPO on the planted preference pairs, then a table of each stage's
+# last held-out eval (pair accuracy and margin; DPO's log-ratios, log-probs and KL).
+ALIGN_DIR ?= runs/align_smoke
+align-smoke: $(STAMP)
+	$(VENV)/bin/batgpt train --gin_file=gin/smoke.gin --gin.TrainConfig.run_dir="'$(RUN_DIR)'"
+	$(VENV)/bin/batgpt train --gin_file=gin/models/tiny.gin --gin_file=gin/sft.gin \
+	    --gin.TrainConfig.init_from="'$(RUN_DIR)'" --gin.TrainConfig.run_dir="'$(ALIGN_DIR)/sft'" \
+	    --gin.TrainConfig.steps=300 --gin.TrainConfig.eval_every=300
+	$(VENV)/bin/batgpt train --gin_file=gin/models/tiny.gin --gin_file=gin/reward.gin \
+	    --gin.TrainConfig.init_from="'$(ALIGN_DIR)/sft'" --gin.TrainConfig.run_dir="'$(ALIGN_DIR)/reward'"
+	$(VENV)/bin/batgpt train --gin_file=gin/models/tiny.gin --gin_file=gin/dpo.gin \
+	    --gin.TrainConfig.init_from="'$(ALIGN_DIR)/sft'" --gin.TrainConfig.run_dir="'$(ALIGN_DIR)/dpo'"
+	$(PY) -m batgpt_jax.align.report $(ALIGN_DIR)/sft $(ALIGN_DIR)/reward $(ALIGN_DIR)/dpo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -58,3 +58,14 @@ def test_spec_sheet_peaks():
   assert metrics.spec_peak_flops(Device()) == 459e12
   Device.device_kind = "cpu"
   assert metrics.spec_peak_flops(Device()) is None
+
+
+def test_console_lines_show_token_groups_or_pair_metrics():
+  lm = {"loss": 1.5, "l2r/loss": 1.25, "l2r/perplexity": 3.49, "l2r/accuracy": 0.5,
+        "l2r/tokens": 10.0, "r2l/tokens": 0.0}
+  assert metrics.eval_line(7, lm) == "eval @ 7 | L2R loss 1.250 ppl 3.5 acc 0.500"
+  dpo = {"loss": 0.25, "reward/accuracy": 0.9375, "reward/margin": 1.5, "kl/sequence": 2.0}
+  assert metrics.eval_line(9, dpo) == ("eval @ 9 | loss 0.250 | pair acc 0.938 | margin 1.500 | "
+                                       "KL 2.000")
+  line = metrics.progress_line(9, 10, {**dpo, "learning_rate": 1e-4}, {})
+  assert line == "step 9/10 | loss 0.250 | pair acc 0.938 | margin 1.500 | KL 2.000 | lr 1.00e-04"

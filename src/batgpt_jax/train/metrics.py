@@ -178,9 +178,19 @@ def _groups(values: dict) -> list[str]:
           if key.endswith("/tokens") and count > 0]
 
 
+# Preference objectives report pairs, not token groups: (key, title) shown when present.
+_PAIR_METRICS = (("reward/accuracy", "pair acc"), ("reward/margin", "margin"),
+                 ("kl/sequence", "KL"))
+
+
+def _pair_parts(values: dict) -> list[str]:
+  return [f"{title} {values[key]:.3f}" for key, title in _PAIR_METRICS if key in values]
+
+
 def progress_line(step: int, total: int, train: dict, perf: dict) -> str:
   parts = [f"step {step}/{total}", f"loss {train['loss']:.3f}"]
   parts += [f"{group.upper()} {train[f'{group}/loss']:.3f}" for group in _groups(train)]
+  parts += _pair_parts(train)
   parts.append(f"lr {train.get('learning_rate', float('nan')):.2e}")
   if train.get("skipped_steps"):
     parts.append(f"skipped {train['skipped_steps']:.0f}")
@@ -194,9 +204,13 @@ def progress_line(step: int, total: int, train: dict, perf: dict) -> str:
 
 def eval_line(step: int, values: dict) -> str:
   parts = [f"eval @ {step}"]
-  for group in _groups(values):
+  groups = _groups(values)
+  for group in groups:
     parts.append(f"{group.upper()} loss {values[f'{group}/loss']:.3f} "
                  f"ppl {values[f'{group}/perplexity']:.1f} acc {values[f'{group}/accuracy']:.3f}")
+  if not groups and "loss" in values:
+    parts.append(f"loss {values['loss']:.3f}")
+  parts += _pair_parts(values)
   return " | ".join(parts)
 
 

@@ -21,7 +21,6 @@ errors show before the first batch.
 
 import functools
 import itertools
-import json
 from typing import Iterator
 
 import numpy as np
@@ -36,14 +35,7 @@ from batgpt_jax.data.vocab import EOS_ID
 
 def _jsonl_conversations(source: tasks.ChatJsonl,
                          path: str) -> Iterator[tuple[str, chat.Conversation]]:
-  for lineno, line in tasks.decoded_lines(path):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as err:
-      tasks.skip_line("invalid JSON", path, lineno, str(err))
-      continue
+  for lineno, record in tasks.jsonl_records(path):
     where = f"{path}:{lineno}"
     yield where, chat_records.conversation_from_record(record, source.format, where)
 

@@ -21,7 +21,6 @@ naming file:line and the fix (registration reads the first 10,000, so most show 
 import dataclasses
 import functools
 import itertools
-import json
 import random
 from typing import Iterator
 
@@ -87,14 +86,7 @@ def skipped_pair_count() -> int:
 # --- raw pairs: (where, preferences.Pair) -------------------------------------------------------
 
 def _jsonl_pairs(source: PreferenceJsonl, path: str) -> Iterator[tuple[str, preferences.Pair]]:
-  for lineno, line in tasks.decoded_lines(path):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as err:
-      tasks.skip_line("invalid JSON", path, lineno, str(err))
-      continue
+  for lineno, record in tasks.jsonl_records(path):
     where = f"{path}:{lineno}"
     yield where, preferences.pair_from_record(record, source.format, where)
 

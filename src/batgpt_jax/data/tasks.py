@@ -252,7 +252,8 @@ def _text_file_documents(path: str, mode: str) -> Iterator[str]:
     yield "\n".join(paragraph)
 
 
-def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
+def jsonl_records(path: str) -> Iterator[tuple[int, object]]:
+  """(line number, parsed JSON) of each non-blank line; invalid ones are skipped and counted."""
   for lineno, line in decoded_lines(path):
     if not line.strip():
       continue
@@ -261,6 +262,11 @@ def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
     except json.JSONDecodeError as err:
       skip_line("invalid JSON", path, lineno, str(err))
       continue
+    yield lineno, record
+
+
+def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
+  for lineno, record in jsonl_records(path):
     if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
       found = sorted(record) if isinstance(record, dict) else type(record).__name__
       raise config.InputError(f"{path}:{lineno} has no string field {text_field!r} (found "

@@ -8,14 +8,15 @@ assistant reply that is the exact answer. Families (FAMILIES):
 
   arithmetic    a + b with one-digit a and b; the held-out split asks 20 sums a + b that train
                 only ever asks as b + a (in every wording and language), never in that order
-  copy          repeat 2-3 words
+  copy          repeat 2-3 words (English: half of them people's names and towns)
   reverse       say 2-3 words in reverse order
   sort          3-4 distinct digits (en, zh) or letters (en) in increasing order
   corpus_facts  a sentence in the embedded corpus's style, built from its generator and lexicon
                 (a character's trade and town, a pet, the weather, a shopping trip), and a
                 question that it answers; in-context, so a tiny model can learn it exactly
   recall        three user turns: two statements (each acknowledged) and a question about the
-                FIRST, said two turns earlier (in train a quarter ask about the second instead)
+                FIRST, said two turns earlier (in train a quarter ask about the second instead);
+                names and towns, the values with many choices, are asked most (RECALL_WEIGHTS)
 
 A quarter of the train conversations (not recall's) have a system prompt; held-out ones have
 none. Every conversation fits in 128 tokens of the default vocabulary (tests/data). Held-out
@@ -50,6 +51,17 @@ ACK = {"en": "OK.", "zh": "好的。"}
 
 EN_WORDS = tuple(sorted({a[0] for a in lx.ANIMALS} | set(lx.COLOURS) | {p for p, _ in lx.PETS}
                         | {b for b in lx.BUILDINGS if " " not in b}))
+EN_NAMES = lx.FEMALE_NAMES + lx.MALE_NAMES
+# Names and towns are one rare token each (the default tokenizer learnt them whole from the
+# corpus), so a reply that copies one is only right if train has made that token an answer often
+# enough: 60 of the corpus's 540 town names, each then an answer about 30 times.
+TOWNS = tuple(sorted(random.Random(DEFAULT_SEED).sample(
+    [head + tail for head in lx.TOWN_HEADS for tail in lx.TOWN_TAILS], 60)))
+COPY_NAMES_SHARE = 0.5  # English copy draws its words from EN_NAMES + TOWNS this often
+# How often each slot is the one asked about: a colour, pet or number is one of a few values,
+# a name or town one of 60-80.
+RECALL_WEIGHTS = {"name": 3, "town": 3, "colour": 1, "pet": 1, "number": 1,
+                  "place": 2, "animals": 1}
 # Words whose characters are all pieces of the default tokenizer (trained on the corpus), so a
 # copied word is one or two tokens, not six bytes.
 ZH_WORDS = ("猫", "狗", "鸟", "鱼", "马", "羊", "鸭子", "花", "树", "山", "河", "书", "菜", "学校",
@@ -80,7 +92,11 @@ def _language(rng) -> str:
 
 def copy_words(rng):
   language = _language(rng)
-  words = " ".join(rng.sample(EN_WORDS if language == "en" else ZH_WORDS, rng.randint(2, 3)))
+  if language == "zh":
+    pool = ZH_WORDS
+  else:
+    pool = EN_NAMES + TOWNS if rng.random() < COPY_NAMES_SHARE else EN_WORDS
+  words = " ".join(rng.sample(pool, rng.randint(2, 3)))
   ask = (("Repeat these words: ", "Copy: ") if language == "en" else ("重复这些词：", "照抄："))
   return language, [(rng.choice(ask) + words, words)]
 
@@ -113,7 +129,7 @@ def corpus_fact(rng):
 
 
 def _en_fact(rng) -> tuple[str, str]:
-  p, home = corpus_gen.Person(rng), corpus_gen.town(rng)
+  p, home = corpus_gen.Person(rng), rng.choice(TOWNS)
   kind = rng.randrange(5)
   if kind < 2:
     text = f"{p.name} is a {p.trade} who lives in {home}."
@@ -150,7 +166,7 @@ def _zh_fact(rng) -> tuple[str, str]:
 
 def _en_slots(rng) -> dict:
   """slot -> (statement, question, answer), one value each."""
-  name, home = rng.choice(lx.FEMALE_NAMES + lx.MALE_NAMES), corpus_gen.town(rng)
+  name, home = rng.choice(EN_NAMES), rng.choice(TOWNS)
   colour, pet, number = rng.choice(lx.COLOURS), rng.choice(lx.PETS)[0], rng.randint(1, 20)
   return {"name": (f"My name is {name}.", "What is my name?", name),
           "town": (f"I live in {home}.", "Where do I live?", home),
@@ -173,7 +189,9 @@ def _zh_slots(rng) -> dict:
 def recall(rng, ask_first: bool = True):
   language = _language(rng)
   slots = _en_slots(rng) if language == "en" else _zh_slots(rng)
-  first, second = rng.sample(sorted(slots), 2)
+  names = sorted(slots)
+  first = rng.choices(names, [RECALL_WEIGHTS[n] for n in names])[0]
+  second = rng.choice([n for n in names if n != first])
   asked = slots[first if ask_first else second]
   return language, [(slots[first][0], ACK[language]), (slots[second][0], ACK[language]),
                     (asked[1], asked[2])]

@@ -3,6 +3,9 @@
   batgpt convert export --checkpoint=runs/smoke --output=hf/smoke [--layout=qwen2]
       [--dtype=bfloat16] [--max_shard_size=2GB] --gin_file=gin/smoke.gin   (gin: the tokenizer)
   batgpt convert import --hf_dir=hf/smoke --output=runs/imported [--dtype=float32]
+
+A reward checkpoint (one with a reward_head) exports as Qwen2ForSequenceClassification or
+LlamaForSequenceClassification and imports back as a reward run (convert/reward.py).
 """
 
 import argparse
@@ -93,7 +96,8 @@ def add_convert_command(subparsers) -> None:
   export.add_argument("--step", type=int, default=None, help="default: the latest step")
   export.add_argument("--output", required=True, help="the Hugging Face directory to write")
   export.add_argument("--layout", choices=layouts, default=None,
-                      help="default: the first of qwen2, llama, batgpt that fits exactly")
+                      help="default: the first of qwen2, llama, batgpt that fits exactly (of "
+                           "qwen2, llama for a reward model)")
   export.add_argument("--dtype", choices=dtypes, default=None,
                       help="tensor dtype (default: the checkpoint's param_dtype)")
   export.add_argument("--max_shard_size", type=parse_size, default=parse_size("2GB"),

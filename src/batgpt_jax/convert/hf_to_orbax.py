@@ -2,7 +2,9 @@
 
 The run directory holds checkpoints/0 (the weights, a fresh optimizer state, step 0) and
 model.gin (the ModelConfig bindings), ready for `batgpt train` / `batgpt eval`. HF tensors are
-read one at a time into our stacked parameters; every name and shape is checked first.
+read one at a time into our stacked parameters; every name and shape is checked first. A
+*ForSequenceClassification with one label becomes a reward run (reward.py); its calibration
+stays in config.json, so `batgpt reward score` on the imported run writes raw rewards.
 """
 
 import dataclasses
@@ -13,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from batgpt_jax import checkpoints
-from batgpt_jax.convert import layout, layouts, safetensors_io
+from batgpt_jax.convert import layout, layouts, reward, safetensors_io
 from batgpt_jax.convert.orbax_to_hf import STASH_KEY
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import state as train_state
@@ -70,15 +72,19 @@ def import_hf(hf_dir: str, run_dir: str, *, layout_name: str | None = None,
   hf = read_hf_config(hf_dir)
   cfg, target = model_config(hf, layout_name, base_cfg or ModelConfig(), dtype)
   tensors = target.tensors(cfg)
+  is_reward = reward.is_sequence_classification(hf)
+  if is_reward:
+    output_bias = reward.import_checks(hf, target.NAME)
+    tensors = reward.tensors(tensors)
   expected = layout.hf_shapes(cfg, tensors)
-  tied = bool(hf.get("tie_word_embeddings", False))
+  tied = bool(hf.get("tie_word_embeddings", False)) and not is_reward
   embed_name = next(t.name for t in tensors if t.sources == ("embed/embedding",))
   if tied:
     del expected["lm_head.weight"]  # the output projection is the embedding, transposed
   reader = safetensors_io.SafetensorsReader(hf_dir)
   layout.check_tensor_set(reader.shapes(), expected, hf_dir, target.NAME)
 
-  ours = layout.our_shapes(cfg)
+  ours = layout.our_shapes(cfg, (reward.HEAD,) if is_reward else ())
   params: dict = {}
   bar = tqdm(total=len(expected), unit="tensor", desc=f"import {target.NAME}",
              disable=not progress)
@@ -96,6 +102,10 @@ def import_hf(hf_dir: str, run_dir: str, *, layout_name: str | None = None,
     for path, out in zip(tensor.sources, outs):
       layout.set_param(params, path, jnp.asarray(out))
   bar.close()
+  if is_reward:
+    # The classifier has no LM head; the embedding, transposed, keeps the decoder whole.
+    params["lm_head"] = params["embed"]["embedding"].T
+    params[reward.HEAD]["output_bias"] = jnp.asarray(output_bias, cfg.params_dtype)
   header = (f"Imported from {os.path.abspath(hf_dir)} ({target.NAME} layout) by "
             "`batgpt convert import`.\nUse it with --gin_file=<this file> "
             f"--gin.TrainConfig.run_dir=\"'{os.path.abspath(run_dir)}'\"")

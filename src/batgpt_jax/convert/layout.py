@@ -9,7 +9,8 @@ A layout (llama.py, qwen2.py, batgpt.py) is a module with:
   tensors(cfg) -> list[Tensor]: how each of its tensors is made from our parameters.
 Our parameters are the pure dict of transformer.py, stacked on a leading layers axis:
 q [hidden, heads, head_dim], k/v [hidden, kv_heads, head_dim], o [heads, head_dim, hidden],
-gate/up [hidden, ffn], down [ffn, hidden], embedding [vocab, hidden], lm_head [hidden, vocab].
+gate/up [hidden, ffn], down [ffn, hidden], embedding [vocab, hidden], lm_head [hidden, vocab];
+a reward model adds reward_head {kernel [hidden], output_bias []} (reward.py).
 """
 
 import dataclasses
@@ -69,16 +70,17 @@ def set_param(params: dict, path: str, value) -> None:
   node[leaf] = value
 
 
-def our_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-  """Each parameter path of the model and its (stacked) shape."""
-  from batgpt_jax.model import transformer  # pylint: disable=import-outside-toplevel
-  flat = jax.tree_util.tree_flatten_with_path(transformer.abstract_params(cfg))[0]
+def our_shapes(cfg: ModelConfig, head_names=()) -> dict[str, tuple[int, ...]]:
+  """Each parameter path of the model (and of the named heads) and its (stacked) shape."""
+  from batgpt_jax.model import heads  # pylint: disable=import-outside-toplevel
+  flat = jax.tree_util.tree_flatten_with_path(heads.abstract_params(cfg, head_names))[0]
   return {"/".join(str(k.key) for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
 def hf_shapes(cfg: ModelConfig, tensors: list[Tensor]) -> dict[str, tuple[int, ...]]:
   """The shape of every HF tensor, in the order the tensors are written."""
-  shapes = our_shapes(cfg)
+  from batgpt_jax.model import heads  # pylint: disable=import-outside-toplevel
+  shapes = our_shapes(cfg, heads.HEADS)  # a tensor may come from a head (reward.py)
   out = {}
   for tensor in tensors:
     inputs = [jax.ShapeDtypeStruct(shapes[s][1:] if tensor.per_layer else shapes[s], jnp.float32)

@@ -1,5 +1,8 @@
 """Export: an orbax checkpoint step -> a Hugging Face directory in an exact layout.
 
+A reward model (a checkpoint with `reward_head`) is written as the layout's
+*ForSequenceClassification instead (reward.py: the head's bias and calibration in config.json).
+
 Tensors are read from the checkpoint one (stacked) parameter at a time and streamed to the
 safetensors files, so peak memory stays near our largest parameter, whatever the model size.
 """
@@ -12,7 +15,7 @@ import os
 from tqdm import tqdm
 
 from batgpt_jax import checkpoints
-from batgpt_jax.convert import layout, layouts, safetensors_io
+from batgpt_jax.convert import layout, layouts, reward, safetensors_io
 from batgpt_jax.convert import tokenizer as hf_tokenizer
 from batgpt_jax.data import vocab as vocab_lib
 
@@ -49,21 +52,36 @@ def export(checkpoint: str, out_dir: str, *, step: int | None = None,
   """
   checkpoints_dir, step = checkpoints.find_step(checkpoint, step)
   cfg, _ = checkpoints.read_config(checkpoints_dir, step)
-  target = layouts.layout_for(cfg, layout_name)
+  saved = checkpoints.param_shapes(checkpoints_dir, step)
+  is_reward = reward.is_reward(saved)
+  target = (reward.layout_for if is_reward else layouts.layout_for)(cfg, layout_name)
   dtype = dtype or cfg.param_dtype
   if dtype not in safetensors_io.DTYPES:
     raise ValueError(f"dtype {dtype!r}; expected one of {sorted(safetensors_io.DTYPES)}")
 
-  saved = checkpoints.param_shapes(checkpoints_dir, step)
-  expected = layout.our_shapes(cfg)
+  expected = layout.our_shapes(cfg, (reward.HEAD,) if is_reward else ())
   if {path: shape for path, (shape, _) in saved.items()} != expected:
     raise ValueError(f"The parameters in {checkpoints_dir}/{step} do not have the shapes of its "
-                     "own saved model config; the checkpoint is damaged or was edited.")
+                     "own saved model config (a decoder, or a decoder and a reward head); the "
+                     "checkpoint is damaged or was edited.")
   tensors = target.tensors(cfg)
+  if is_reward:
+    tensors = reward.tensors(tensors)
   shapes = layout.hf_shapes(cfg, tensors)
+
   writer_files = safetensors_io.shard_file_names(shapes, dtype, max_shard_bytes)
   _clear_outputs(out_dir, writer_files + [safetensors_io.INDEX_NAME] + list(CONFIG_OUTPUTS)
                  + (list(TOKENIZER_OUTPUTS) if sp_model_path is not None else []), overwrite)
+  # config.json before the tensors: what it refuses (a classifier with no pad id) writes nothing.
+  special = _special_ids(sp_model_path)
+  config = target.hf_config(cfg, dtype, special)
+  if is_reward:
+    bias = checkpoints.read_param_arrays(checkpoints_dir, step, [reward.HEAD + "/output_bias"],
+                                         saved)[reward.HEAD + "/output_bias"]
+    config = reward.hf_config(config, target, float(bias),
+                              checkpoints.read_calibration(checkpoints_dir, step))
+  config[STASH_KEY] = {"model": cfg.to_dict(), "layout": target.NAME, "step": step}
+
   os.makedirs(out_dir, exist_ok=True)
   writer = safetensors_io.ShardedWriter(out_dir, shapes, dtype, max_shard_bytes)
   loaded: dict = {}
@@ -82,13 +100,12 @@ def export(checkpoint: str, out_dir: str, *, step: int | None = None,
   loaded.clear()
   files = writer.close()
 
-  special = _special_ids(sp_model_path)
-  config = target.hf_config(cfg, dtype, special)
-  config[STASH_KEY] = {"model": cfg.to_dict(), "layout": target.NAME, "step": step}
   _write_json(os.path.join(out_dir, "config.json"), config)
-  _write_json(os.path.join(out_dir, "generation_config.json"),
-              {**special, "do_sample": False, "max_length": cfg.max_len})
-  files += ["config.json", "generation_config.json"]
+  files.append("config.json")
+  if not is_reward:  # a sequence classifier does not generate
+    _write_json(os.path.join(out_dir, "generation_config.json"),
+                {**special, "do_sample": False, "max_length": cfg.max_len})
+    files.append("generation_config.json")
   if sp_model_path is not None:
     files += hf_tokenizer.write_hf_tokenizer(sp_model_path, out_dir, model_max_length=cfg.max_len)
   else:

@@ -47,8 +47,11 @@ align-smoke: $(STAMP)
 	    --gin.TrainConfig.init_from="'$(ALIGN_DIR)/sft'" --gin.TrainConfig.run_dir="'$(ALIGN_DIR)/dpo'"
 	$(PY) -m batgpt_jax.align.report $(ALIGN_DIR)/sft $(ALIGN_DIR)/reward $(ALIGN_DIR)/dpo
 
+# One worker process per core (pytest-xdist); a test file stays in one worker, so its module
+# fixtures (a trained run, a database) are built once. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_bench.py $(BENCH_ARGS)

@@ -42,7 +42,9 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch is pinned exactly: 2.13.0 is the CPU build; a looser range pulls a CUDA build.
-        "test": ["pytest>=8,<10", "torch==2.13.0", "transformers>=5.24,<5.25"],
+        # pytest-xdist: `make test` runs the suite in two worker processes, one per core here.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.8,<4", "torch==2.13.0",
+                 "transformers>=5.24,<5.25"],
         "bench": ["matplotlib>=3.9,<4"],
         # `batgpt annotate` (the labelling web app). Playwright only drives Debian's chromium in
         # the browser tests; it never downloads a browser here.

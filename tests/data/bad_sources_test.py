@@ -83,7 +83,7 @@ def test_cut_document_keeps_words_whole_and_bounds_every_piece():
     (b"text\x00\x00binary", "NUL bytes"),
     (b"\xff\xfe\xfa\n" * 20 + b"ok\n", "20 of its first 21 lines are not valid UTF-8"),
     ("plain 文本\n".encode() * 50, None),
-])
+], ids=["gzip", "nul", "bad-utf8", "text"])  # stable ids: every xdist worker collects the same
 def test_not_text_reason(head, reason):
   found = tasks.not_text_reason(head)
   assert (found is None) if reason is None else (reason in found), found

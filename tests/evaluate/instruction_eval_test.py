@@ -11,7 +11,7 @@ import gin
 import pytest
 
 from batgpt_jax import config
-from batgpt_jax.evaluate import instruction_eval
+from batgpt_jax.evaluate import instruction_eval, instructions
 from batgpt_jax.sample import options
 from batgpt_jax.train import loop
 
@@ -58,3 +58,14 @@ def test_sft_answers_held_out_instructions(runs):
   base, tuned = runs
   assert base["exact_match"]["overall"] <= 0.02
   assert tuned["exact_match"]["overall"] >= MIN_OVERALL
+
+
+def test_shown_replies_put_the_wrong_ones_first():
+  examples = [instructions.HeldOutExample("copy", "en", f"Copy: {w}", w) for w in "abcd"]
+  examples.append(instructions.HeldOutExample("sort", "en", "Sort: 2 1", "1 2"))
+  answers = [" a\n\n<eop>", " x\n\n<eop>", " c\n\n<eop>", " y", " 1 2\n\n<eop>"]
+  shown = instruction_eval.shown_replies(examples, answers, show=3)
+  assert [item["expected"] for item in shown["copy"]] == ["b", "d", "a"]
+  assert shown["copy"][0] == {"query": "Copy: b", "expected": "b", "reply": " x\n\n<eop>"}
+  assert [item["reply"] for item in shown["sort"]] == [" 1 2\n\n<eop>"]
+  assert instruction_eval.shown_replies(examples, answers, show=0) == {"copy": [], "sort": []}

@@ -36,16 +36,25 @@ def replies(loaded, examples: Sequence[instructions.HeldOutExample], *, max_new_
 
 
 def evaluate(loaded, *, max_new_tokens: int = 32, show: int = 0) -> dict:
-  """Scores of `loaded` on the held-out split; `show` replies per family go in 'examples'."""
+  """Scores of `loaded` on the held-out split; `show` replies per family go in 'examples',
+  the wrong ones first (they are what a reader needs to see)."""
   examples = instructions.held_out_examples()
   answers = replies(loaded, examples, max_new_tokens=max_new_tokens)
   scores = instructions.exact_match_by_family(examples, answers)
-  shown: dict[str, list] = {}
+  return {**scores, "examples": shown_replies(examples, answers, show)}
+
+
+def shown_replies(examples: Sequence[instructions.HeldOutExample], answers: Sequence[str],
+                  show: int) -> dict[str, list[dict]]:
+  """Up to `show` {query, expected, reply} per family: the wrong replies first, each group in
+  held-out order."""
+  by_family: dict[str, list] = {}
   for example, answer in zip(examples, answers):
-    if len(shown.setdefault(example.family, [])) < show:
-      shown[example.family].append({"query": example.query, "expected": example.answer,
-                                    "reply": answer})
-  return {**scores, "examples": shown}
+    right = instructions.scored_reply(answer)[0] == example.answer.strip()
+    by_family.setdefault(example.family, []).append(
+        (right, {"query": example.query, "expected": example.answer, "reply": answer}))
+  return {family: [item for _, item in sorted(rows, key=lambda row: row[0])[:show]]
+          for family, rows in by_family.items()}
 
 
 def run(args, loaded) -> int:

@@ -9,6 +9,8 @@ A pair whose verdict flips with the order (the two disagree about which answer i
 `judge_settings.flipped_weight` (0: dropped) and the flag 'order_flip'. The output is the
 project's preference schema (data/preference_schema.py) with `source: ai`, the preferred
 answer as `chosen` and `p_chosen` in [0.5, 1].
+
+A reward model labels too (`reward_labels`): P(X better) = sigmoid(r_X - r_Y), one pass.
 """
 
 import json
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from batgpt_jax import checkpoints
+from batgpt_jax.align import reward_score
 from batgpt_jax.data import pipeline, preference_schema, preferences, tasks
 from batgpt_jax.data import vocab as vocab_lib
 from batgpt_jax.model import transformer
@@ -63,7 +66,24 @@ def label_pairs(judge: Judge, pairs: Sequence[preferences.Pair], settings: dict)
   """Schema records with `source: ai` for `pairs` (pairs of weight 0 are left out)."""
   questions = [q for pair in pairs for q in judge_prompts(pair, settings["template"])]
   p_a = np.asarray(judge(questions)).reshape(len(pairs), 2)
-  p_x, weight, flipped = combine(p_a[:, 0], p_a[:, 1], settings["flipped_weight"])
+  return ai_records(pairs, *combine(p_a[:, 0], p_a[:, 1], settings["flipped_weight"]))
+
+
+def reward_labels(model: reward_score.RewardModel, vocabulary, pairs: Sequence[preferences.Pair],
+                  *, seq_len: int, batch: int) -> list[dict]:
+  """Schema records with `source: ai` from a reward model: P(X better) = sigmoid(r_X - r_Y).
+
+  A reward model scores each answer in its own row segment, so the order it sees them in cannot
+  bias it: one pass, no order flips.
+  """
+  rewards = reward_score.score_pairs(model, vocabulary, pairs, seq_len=seq_len, batch=batch)
+  p_x = 0.5 * (1.0 + np.tanh((rewards[:, 0] - rewards[:, 1]) / 2.0))  # sigmoid, no overflow
+  return ai_records(pairs, p_x, np.ones(len(pairs)), np.zeros(len(pairs), bool))
+
+
+def ai_records(pairs: Sequence[preferences.Pair], p_x: np.ndarray, weight: np.ndarray,
+               flipped: np.ndarray) -> list[dict]:
+  """The schema records of pairs (answers X, Y) given P(X better), weights and order flips."""
   out = []
   for pair, p, w, flip in zip(pairs, p_x, weight, flipped):
     if w == 0:

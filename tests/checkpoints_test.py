@@ -1,15 +1,23 @@
 """The one checkpoint module: finding steps, reading parameters alone, old checkpoints, init_from."""
 
+import dataclasses
+import gc
+import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import gin
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from testlib import REPO, mesh_config
 
-from batgpt_jax import checkpoints, config, parallel
+from batgpt_jax import checkpoints, config, logs, parallel
 from batgpt_jax.data import pipeline
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
@@ -112,3 +120,186 @@ def test_init_from_a_model_of_another_shape_is_refused_naming_the_parameters(tmp
   assert "init_from" in message and "blocks/mlp" in message and "(2, 32, 96)" in message
   assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(
       tmp_path / "run" / "checkpoints")
+
+
+# --- damage: a step that cannot be read is passed over, moved aside, and saved again -----------
+
+def _tiny_state(value: float, step: int) -> dict:
+  return {"params": {"w": jnp.full((4, 8), value, jnp.float32)}, "step": jnp.int32(step)}
+
+
+def _save_steps(directory, values: dict[int, float]) -> None:
+  mngr = checkpoints.manager(str(directory), keep=5, async_save=True)
+  for step, value in values.items():
+    checkpoints.save(mngr, _tiny_state(value, step), data_position=10 * step, model_cfg=MODEL,
+                     gin_text="")
+  mngr.wait_until_finished()
+  mngr.close()
+
+
+def _restore(directory, **kwargs):
+  abstract = jax.eval_shape(lambda: _tiny_state(0.0, 0))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shardings = jax.tree.map(lambda _: device, abstract)
+  mngr = checkpoints.manager(str(directory), keep=5, async_save=False)
+  try:
+    return checkpoints.restore_latest(mngr, abstract, shardings, MODEL, "", **kwargs), mngr
+  except BaseException:
+    mngr.close()
+    raise
+
+
+def _damage(step_dir, item: str) -> None:
+  if item == "state":  # a copy cut short: every array file truncated
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, sorted(p.name for p in (step_dir / "state").rglob("*"))
+    for path in files:
+      with open(path, "r+b") as f:
+        f.truncate(10)
+  else:
+    (step_dir / item / "metadata").write_text('{"model": ', encoding="utf-8")
+
+
+@pytest.mark.parametrize("item", ["config", "data", "state"])
+def test_a_damaged_newest_step_falls_back_is_moved_aside_and_saved_again(tmp_path, item, caplog,
+                                                                         monkeypatch):
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, {1: 1.0, 2: 2.0})
+  _damage(directory / "2", item)
+
+  caplog.set_level(logging.INFO)
+  unraisable = []  # what Python would print as "Exception ignored in ...", as the CLI filters it
+  monkeypatch.setattr(sys, "unraisablehook", logs.closed_event_loop_dropped(unraisable.append))
+  restored, mngr = _restore(directory, move_aside=True)
+  gc.collect()
+  try:
+    assert not unraisable, [u.exc_value for u in unraisable][:3]
+    assert restored.step == 1 and restored.data_position == 10
+    np.testing.assert_array_equal(np.asarray(restored.state["params"]["w"]), 1.0)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].startswith(f"Skipping {directory}/2: it cannot be read ("), lines
+    assert lines[0].endswith("Moved it aside to 2.damaged."), lines
+    assert not any(r.name == "asyncio" for r in caplog.records)  # no unretrieved-future dumps
+    assert sorted(p.name for p in directory.iterdir() if not p.name.startswith("_")) == [
+        "1", "2.damaged"]
+    assert mngr.all_steps() == [1]
+    # The run goes on from step 1 and writes step 2 again, over nothing.
+    assert checkpoints.save(mngr, _tiny_state(5.0, 2), data_position=25, model_cfg=MODEL,
+                            gin_text="")
+    mngr.wait_until_finished()
+  finally:
+    mngr.close()
+  again, mngr = _restore(directory, move_aside=True)
+  mngr.close()
+  assert again.step == 2 and again.data_position == 25
+  np.testing.assert_array_equal(np.asarray(again.state["params"]["w"]), 5.0)
+
+
+def test_a_reader_passes_over_a_damaged_step_and_leaves_it_in_place(tmp_path, caplog):
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, {1: 1.0, 2: 2.0})
+  _damage(directory / "2", "state")
+  caplog.set_level(logging.INFO)
+  restored, mngr = _restore(directory)  # eval, grow: not the run's owner
+  mngr.close()
+  assert restored.step == 1
+  assert (directory / "2" / "state").is_dir() and not (directory / "2.damaged").exists()
+  lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(lines) == 1 and "Moved" not in lines[0], lines
+
+
+def test_a_second_damaged_copy_of_a_step_is_moved_beside_the_first(tmp_path):
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, {1: 1.0, 2: 2.0})
+  (directory / "2.damaged").mkdir()
+  _damage(directory / "2", "config")
+  restored, mngr = _restore(directory, move_aside=True)
+  mngr.close()
+  assert restored.step == 1
+  assert (directory / "2.damaged.1" / "state").is_dir()
+
+
+def test_every_step_damaged_is_one_clear_error(tmp_path):
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, {1: 1.0})
+  _damage(directory / "1", "data")
+  with pytest.raises(checkpoints.UnreadableCheckpointError, match="No checkpoint in .* could be "
+                     r"restored \(steps \[1\]\).*Move the directory away"):
+    _restore(directory)
+
+
+def test_a_config_of_another_model_is_refused_not_moved_aside(tmp_path):
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, {1: 1.0})
+  abstract = jax.eval_shape(lambda: _tiny_state(0.0, 0))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  mngr = checkpoints.manager(str(directory), keep=5, async_save=False)
+  other = dataclasses.replace(MODEL, hidden=64)
+  with pytest.raises(checkpoints.CheckpointMismatchError, match="hidden: checkpoint has 32, "
+                     "config has 64"):
+    checkpoints.restore_latest(mngr, abstract, jax.tree.map(lambda _: device, abstract), other,
+                               "", move_aside=True)
+  mngr.close()
+  assert (directory / "1" / "state").is_dir()
+
+
+_SAVE_AND_HANG = """
+import sys, time
+import jax.numpy as jnp
+from batgpt_jax import checkpoints
+from batgpt_jax.model.config import ModelConfig
+mngr = checkpoints.manager(sys.argv[1], keep=5, async_save=True)
+model = ModelConfig(vocab_size=512, hidden=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn=64)
+for step, size in ((1, 32), (2, 64 << 20)):  # step 2: 256 MB, long enough to be killed mid-write
+  state = {"params": {"w": jnp.full((size // 8, 8), float(step), jnp.float32)},
+           "step": jnp.int32(step)}
+  checkpoints.save(mngr, state, data_position=10 * step, model_cfg=model, gin_text="")
+  if step == 1:
+    mngr.wait_until_finished()
+print("saving", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_save_killed_before_it_commits_is_never_listed(tmp_path):
+  """kill -9 while step 2 is still being written: the run resumes from step 1, and step 2 can
+  be written again."""
+  directory = tmp_path / "checkpoints"
+  proc = subprocess.Popen([sys.executable, "-c", _SAVE_AND_HANG, str(directory)],
+                          stdout=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().strip() == "saving"
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith("2.") for p in directory.iterdir()):
+      assert time.monotonic() < deadline and proc.poll() is None
+      time.sleep(0.01)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  assert not (directory / "2").exists(), "the kill came after the commit: make step 2 larger"
+  restored, mngr = _restore(directory, move_aside=True)
+  try:
+    assert restored.step == 1 and restored.data_position == 10
+    assert sorted(p.name for p in directory.iterdir() if p.name[0].isdigit()) == ["1"]
+    assert checkpoints.save(mngr, _tiny_state(2.0, 2), data_position=20, model_cfg=MODEL,
+                            gin_text="")
+    mngr.wait_until_finished()
+  finally:
+    mngr.close()
+  again, mngr = _restore(directory)
+  mngr.close()
+  assert again.step == 2
+
+
+def test_a_state_of_another_optimizer_is_refused_not_moved_aside(tmp_path):
+  directory = tmp_path / "checkpoints"
+  _save_steps(directory, {1: 1.0})
+  abstract = jax.eval_shape(lambda: {**_tiny_state(0.0, 0), "mu": jnp.zeros((4, 8))})
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  mngr = checkpoints.manager(str(directory), keep=5, async_save=False)
+  with pytest.raises(checkpoints.CheckpointMismatchError, match=r"holds another training state "
+                     r"than this run builds: 2 arrays against 3, the parameters alike"):
+    checkpoints.restore_latest(mngr, abstract, jax.tree.map(lambda _: device, abstract), MODEL,
+                               "", move_aside=True)
+  mngr.close()
+  assert (directory / "1" / "state").is_dir() and not (directory / "1.damaged").exists()

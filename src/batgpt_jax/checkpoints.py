@@ -4,9 +4,17 @@ Each step directory holds three items: `state` (params, optimizer state, step; e
 its own shards), `data` (the input position, so a resumed run sees exactly the batches it would
 have seen, and the count of skipped non-finite steps), and `config` (the model config and the
 full gin text). The state is restored into whatever shardings the current mesh asks for, so a
-checkpoint written by 2 processes x 4 devices restores on 1 x 8 or 4 x 2. Orbax writes each save
-into a temporary directory and renames it only once complete, so an interrupted save is never
-listed as a step; restore still falls back to an older step if the newest one cannot be read.
+checkpoint written by 2 processes x 4 devices restores on 1 x 8 or 4 x 2.
+
+A save is atomic on every storage orbax supports, by orbax's own protocol for it (its `AUTO`
+atomicity mode): on a local or FUSE-mounted disk each save is written into a temporary folder
+and renamed once complete; on GCS, where a rename is a copy, each item is written in place and
+committed by a `commit_success.txt` file, written last. Either way an interrupted save is never
+listed as a step. An async save that cannot finish (a full or read-only disk) raises in the next
+save, or after `timeout_s`, instead of hanging. If a listed step still cannot be read (a copy
+cut short, a disk error), training falls back to the step before it with one log line and moves
+the damaged folder aside to `<step>.damaged`, so it is neither counted among the kept
+checkpoints nor in the way of that step's next save.
 
 Train and eval go through a manager (`manager`, `save`, `restore_latest`); everything that only
 reads a checkpoint (eval, generate, chat, convert, grow, `TrainConfig.init_from`) names it by a
@@ -15,10 +23,14 @@ run directory, a checkpoints directory or one step directory (`find_step`), read
 be local or any URL that orbax and etils.epath read, `gs://` included.
 """
 
+import contextlib
 import dataclasses
 import difflib
+import gc
 import logging
 import os
+import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -48,10 +60,12 @@ class Restored:
   skipped_steps: int = 0
 
 
-def manager(directory: str, *, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+def manager(directory: str, *, keep: int, async_save: bool = True,
+            timeout_s: int = 1200) -> ocp.CheckpointManager:
+  """`timeout_s` bounds how long an async save may take before the run stops with an error."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-      cleanup_tmp_directories=True)
+      async_options=ocp.AsyncOptions(timeout_secs=timeout_s), cleanup_tmp_directories=True)
   return ocp.CheckpointManager(_absolute(directory), options=options, item_names=ITEMS)
 
 
@@ -85,17 +99,40 @@ def model_config_differences(saved: dict, current: ModelConfig) -> list[str]:
           for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
 
 
-def check_compatible(mngr: ocp.CheckpointManager, step: int, model_cfg: ModelConfig,
-                     gin_text: str) -> None:
-  """Raises `CheckpointMismatchError` naming every model field that differs; logs gin changes."""
-  saved = _config_item(mngr, step)
+def _check_saved_model(saved: dict, where: str, model_cfg: ModelConfig) -> None:
   diffs = model_config_differences(saved["model"], model_cfg)
   if diffs:
     raise CheckpointMismatchError(
-        f"The checkpoint at {mngr.directory}/{step} was written for another model:\n  "
+        f"The checkpoint at {where} was written for another model:\n  "
         + "\n  ".join(diffs)
         + "\nUse the gin model file it was trained with, or point TrainConfig.run_dir at a new "
           "directory (or `batgpt grow` it to the new size).")
+
+
+def _check_saved_state(checkpoints_dir, step: int, abstract_state: dict) -> None:
+  """Raises `CheckpointMismatchError` when the saved arrays are not the ones this run builds.
+
+  The model config matched, so this is another optimizer or objective head; telling it apart
+  here keeps a good checkpoint from being taken for a damaged one when its restore fails.
+  """
+  meta = _state_metadata(os.fspath(checkpoints_dir), step)
+  saved = sorted((tuple(m.shape), str(np.dtype(m.dtype))) for m in jax.tree.leaves(meta))
+  wanted = sorted((tuple(a.shape), str(np.dtype(a.dtype))) for a in jax.tree.leaves(abstract_state))
+  if saved != wanted:
+    params = shape_differences(
+        {name: (tuple(m.shape), "") for name, m in _by_name(meta.get("params", {})).items()},
+        abstract_state["params"])
+    raise CheckpointMismatchError(
+        f"The checkpoint at {checkpoints_dir}/{step} holds another training state than this run "
+        f"builds: {len(saved)} arrays against {len(wanted)}"
+        + ("; parameters:\n  " + "\n  ".join(params[:20]) if params else
+           ", the parameters alike (another optimizer or objective?)")
+        + "\nResume with the optimizer and objective it was written with, or point "
+          "TrainConfig.run_dir at a new directory (TrainConfig.init_from starts from its "
+          "parameters).")
+
+
+def _warn_gin_changes(saved: dict, gin_text: str) -> None:
   if gin_text and saved.get("gin") and saved["gin"] != gin_text:
     changed = [line for line in difflib.unified_diff(
         saved["gin"].splitlines(), gin_text.splitlines(), "checkpoint", "now", n=0, lineterm="")
@@ -105,30 +142,44 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, model_cfg: ModelCon
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings: dict,
-                   model_cfg: ModelConfig, gin_text: str) -> Restored | None:
-  """The newest readable checkpoint placed in `shardings`, or None when there is none."""
-  steps = complete_steps(mngr)
+                   model_cfg: ModelConfig, gin_text: str, *,
+                   move_aside: bool = False) -> Restored | None:
+  """The newest readable checkpoint placed in `shardings`, or None when there is none.
+
+  A step whose config, data or state cannot be read is passed over with one log line, and with
+  `move_aside` (the training run that owns the directory; never a reader such as eval or grow)
+  renamed to `<step>.damaged`. A readable config of another model is no damage: it raises
+  `CheckpointMismatchError` and the checkpoint stays as it is.
+  """
+  steps = complete_steps(mngr, move_aside=move_aside)
   if not steps:
     return None
-  check_compatible(mngr, steps[0], model_cfg, gin_text)
   target = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
   for step in steps:
-    try:
-      out = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-    except Exception as err:  # pylint: disable=broad-except  (orbax raises bare Exception)
-      logging.error("Checkpoint step %d in %s cannot be restored (%s); trying an older one.",
-                    step, mngr.directory, _first_line(err))
-      continue
-    return Restored(step=step, state=out["state"], data_position=int(out["data"]["position"]),
-                    skipped_steps=int(out["data"].get("skipped_steps", 0)))
+    with _failed_read_noise_silenced():
+      try:
+        saved = _config_item(mngr, step)
+        _check_saved_model(saved, f"{mngr.directory}/{step}", model_cfg)
+        _check_saved_state(mngr.directory, step, abstract_state)
+        out = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+        restored = Restored(step=step, state=out["state"],
+                            data_position=int(out["data"]["position"]),
+                            skipped_steps=int(out["data"].get("skipped_steps", 0)))
+      except CheckpointMismatchError:
+        raise
+      except Exception as err:  # pylint: disable=broad-except  (orbax raises bare Exception)
+        _pass_over(mngr, step, f"it cannot be read ({_first_line(err)})", move_aside)
+        continue
+    _warn_gin_changes(saved, gin_text)
+    return restored
   raise UnreadableCheckpointError(
       f"No checkpoint in {mngr.directory} could be restored (steps {steps}); see the errors "
       "above. Move the directory away to start afresh.")
 
 
-def complete_steps(mngr: ocp.CheckpointManager) -> list[int]:
+def complete_steps(mngr: ocp.CheckpointManager, *, move_aside: bool = False) -> list[int]:
   """The steps whose folder holds every item, newest first; others are named once and skipped.
 
   Orbax lists any numeric folder as a step; an empty or partial one (a copy cut short, a
@@ -139,11 +190,54 @@ def complete_steps(mngr: ocp.CheckpointManager) -> list[int]:
     folder = epath.Path(mngr.directory) / str(step)
     missing = [item for item in ITEMS if not (folder / item).is_dir()]
     if missing:
-      logging.warning("Skipping %s: not a complete checkpoint (no %s).", folder,
-                      ", ".join(missing))
+      _pass_over(mngr, step, f"not a complete checkpoint (no {', '.join(missing)})", move_aside)
     else:
       complete.append(step)
   return complete
+
+
+def _pass_over(mngr: ocp.CheckpointManager, step: int, reason: str, move_aside: bool) -> None:
+  """One log line for a step that cannot be used; with `move_aside`, its folder renamed."""
+  folder = epath.Path(mngr.directory) / str(step)
+  if not move_aside:
+    logging.warning("Skipping %s: %s.", folder, reason)
+    return
+  aside = folder.parent / f"{step}.damaged"
+  n = 1
+  while aside.exists():
+    aside, n = folder.parent / f"{step}.damaged.{n}", n + 1
+  if jax.process_index() == 0:
+    folder.rename(aside)
+  # Every process must stop listing the step before any of them decides whether to save it.
+  ocp.multihost.sync_global_processes(f"batgpt_move_aside_{step}")
+  mngr.reload()
+  logging.warning("Skipping %s: %s. Moved it aside to %s.", folder, reason, aside.name)
+
+
+@contextlib.contextmanager
+def _failed_read_noise_silenced():
+  """Runs a restore attempt without the debris of a failed one on the console.
+
+  A failed TensorStore read leaves one asyncio future or coroutine per array whose exception
+  nobody retrieves, and Python reports each with its whole traceback (a TensorStore spec of 50
+  lines) when it is collected: dozens of screenfuls for one damaged step, which the caller
+  reports in one line. They are collected here, with the asyncio logger, the unraisable hook and
+  the never-awaited warnings turned off.
+  """
+  logger = logging.getLogger("asyncio")
+  level, hook = logger.level, sys.unraisablehook
+  logger.setLevel(logging.CRITICAL + 1)
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      try:
+        yield
+      finally:
+        gc.collect()
+  finally:
+    sys.unraisablehook = hook
+    logger.setLevel(level)
 
 
 def _first_line(err: BaseException, limit: int = 300) -> str:
@@ -218,10 +312,14 @@ def _state_dir(checkpoints_dir: str, step: int) -> str:
 
 def param_shapes(checkpoints_dir: str, step: int) -> dict[str, tuple[tuple[int, ...], str]]:
   """'path/to/param' -> (shape, dtype) of the saved parameters, read from metadata only."""
-  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax warns about a per-item metadata file
-  meta = ocp.PyTreeCheckpointer().metadata(_state_dir(checkpoints_dir, step)).item_metadata.tree
   return {name: (tuple(m.shape), str(np.dtype(m.dtype)))
-          for name, m in _by_name(meta["params"]).items()}
+          for name, m in _by_name(_state_metadata(checkpoints_dir, step)["params"]).items()}
+
+
+def _state_metadata(checkpoints_dir: str, step: int) -> dict:
+  """The saved state's tree with an `ArrayMetadata` (shape, dtype) per array; no array read."""
+  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax warns about a per-item metadata file
+  return ocp.PyTreeCheckpointer().metadata(_state_dir(checkpoints_dir, step)).item_metadata.tree
 
 
 def _by_name(tree: dict) -> dict[str, object]:

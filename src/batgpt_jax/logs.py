@@ -26,6 +26,23 @@ def setup_logging() -> None:
   quiet_gin = lambda record: not record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
   for handler in logging.getLogger().handlers:
     handler.addFilter(quiet_gin)
+  if not getattr(sys.unraisablehook, "batgpt_quiet", False):
+    sys.unraisablehook = closed_event_loop_dropped(sys.unraisablehook)
+
+
+def closed_event_loop_dropped(hook):
+  """`hook` for every unraisable exception but "Event loop is closed".
+
+  After a failed TensorStore read (a damaged checkpoint, reported once by `checkpoints`), its
+  worker threads still post the other reads' results to orbax's event loop, which has closed;
+  each post prints that RuntimeError with a traceback, and there is nothing left to do about it.
+  """
+  def quiet(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      hook(unraisable)
+  quiet.batgpt_quiet = True
+  return quiet
 
 
 NATIVE_NOISE = tuple(re.compile(pattern) for pattern in (

@@ -47,6 +47,7 @@ class TrainConfig:
   checkpoint_every: int = 200
   keep_checkpoints: int = 3
   async_checkpoint: bool = True
+  checkpoint_timeout_s: int = 1200  # an async save still unfinished after this stops the run
   max_bad_steps: int = 10  # stop after this many non-finite steps in a row (0: never stop)
   objective: str = "pretrain"  # a name in objectives.OBJECTIVES: 'pretrain' | 'sft' | ...
   init_from: str | None = None  # a run, checkpoints or step dir whose parameters start this run
@@ -175,8 +176,10 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
                       for role in objective.frozen_roles}
 
   mngr = checkpoints.manager(os.path.join(cfg.run_dir, "checkpoints"),
-                             keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
-  restored = checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, gin_text)
+                             keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint,
+                             timeout_s=cfg.checkpoint_timeout_s)
+  restored = checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, gin_text,
+                                        move_aside=True)
   if restored is None:
     params = (initial_params(cfg.init_from, model_cfg, shardings["params"], objective.heads,
                              cfg.seed) if cfg.init_from else None)

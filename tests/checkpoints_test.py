@@ -1,4 +1,4 @@
-"""The one checkpoint module: finding steps, reading parameters alone, old checkpoints, init_from."""
+"""Checkpoints: finding steps, reading parameters alone, old checkpoints, damage, init_from."""
 
 import dataclasses
 import gc
@@ -137,13 +137,14 @@ def _save_steps(directory, values: dict[int, float]) -> None:
   mngr.close()
 
 
-def _restore(directory, **kwargs):
-  abstract = jax.eval_shape(lambda: _tiny_state(0.0, 0))
+def _restore(directory, model_cfg=MODEL, abstract=None, **kwargs):
+  """(restore_latest's answer, the open manager) for a state shaped like `_tiny_state`'s."""
+  abstract = abstract or jax.eval_shape(lambda: _tiny_state(0.0, 0))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   shardings = jax.tree.map(lambda _: device, abstract)
   mngr = checkpoints.manager(str(directory), keep=5, async_save=False)
   try:
-    return checkpoints.restore_latest(mngr, abstract, shardings, MODEL, "", **kwargs), mngr
+    return checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, "", **kwargs), mngr
   except BaseException:
     mngr.close()
     raise
@@ -177,7 +178,8 @@ def test_a_damaged_newest_step_falls_back_is_moved_aside_and_saved_again(tmp_pat
     assert restored.step == 1 and restored.data_position == 10
     np.testing.assert_array_equal(np.asarray(restored.state["params"]["w"]), 1.0)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(lines) == 1 and lines[0].startswith(f"Skipping {directory}/2: it cannot be read ("), lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"Skipping {directory}/2: it cannot be read ("), lines
     assert lines[0].endswith("Moved it aside to 2.damaged."), lines
     assert not any(r.name == "asyncio" for r in caplog.records)  # no unretrieved-future dumps
     assert sorted(p.name for p in directory.iterdir() if not p.name.startswith("_")) == [
@@ -231,15 +233,9 @@ def test_every_step_damaged_is_one_clear_error(tmp_path):
 def test_a_config_of_another_model_is_refused_not_moved_aside(tmp_path):
   directory = tmp_path / "checkpoints"
   _save_steps(directory, {1: 1.0})
-  abstract = jax.eval_shape(lambda: _tiny_state(0.0, 0))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  mngr = checkpoints.manager(str(directory), keep=5, async_save=False)
-  other = dataclasses.replace(MODEL, hidden=64)
   with pytest.raises(checkpoints.CheckpointMismatchError, match="hidden: checkpoint has 32, "
                      "config has 64"):
-    checkpoints.restore_latest(mngr, abstract, jax.tree.map(lambda _: device, abstract), other,
-                               "", move_aside=True)
-  mngr.close()
+    _restore(directory, dataclasses.replace(MODEL, hidden=64), move_aside=True)
   assert (directory / "1" / "state").is_dir()
 
 
@@ -295,11 +291,7 @@ def test_a_state_of_another_optimizer_is_refused_not_moved_aside(tmp_path):
   directory = tmp_path / "checkpoints"
   _save_steps(directory, {1: 1.0})
   abstract = jax.eval_shape(lambda: {**_tiny_state(0.0, 0), "mu": jnp.zeros((4, 8))})
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  mngr = checkpoints.manager(str(directory), keep=5, async_save=False)
   with pytest.raises(checkpoints.CheckpointMismatchError, match=r"holds another training state "
                      r"than this run builds: 2 arrays against 3, the parameters alike"):
-    checkpoints.restore_latest(mngr, abstract, jax.tree.map(lambda _: device, abstract), MODEL,
-                               "", move_aside=True)
-  mngr.close()
+    _restore(directory, abstract=abstract, move_aside=True)
   assert (directory / "1" / "state").is_dir() and not (directory / "1.damaged").exists()

@@ -14,6 +14,9 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.10,<4.10",
     "sentencepiece>=0.2.1,<0.3",
     "gin-config>=0.5.0,<0.6",
+    # Prepared data (`batgpt data prepare`): ArrayRecord files read by index through grain.
+    "grain>=0.2.18,<0.3",
+    "array-record>=0.8.6,<0.9",
     "numpy>=2.0,<3",
     "psutil>=5.9",
     "safetensors>=0.8.0,<0.9",

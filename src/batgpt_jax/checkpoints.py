@@ -42,6 +42,7 @@ from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import state as train_state
 
 ITEMS = ("state", "data", "config")
+PACKER = "packer"  # optional: the input packers' state, when the pipeline gave one
 
 
 class CheckpointMismatchError(ValueError):
@@ -58,6 +59,7 @@ class Restored:
   state: dict
   data_position: int
   skipped_steps: int = 0
+  data_state: dict | None = None  # this host's block of the packer state, when it was usable
 
 
 def manager(directory: str, *, keep: int, async_save: bool = True,
@@ -66,7 +68,8 @@ def manager(directory: str, *, keep: int, async_save: bool = True,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
       async_options=ocp.AsyncOptions(timeout_secs=timeout_s), cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(_absolute(directory), options=options, item_names=ITEMS)
+  return ocp.CheckpointManager(_absolute(directory), options=options,
+                               item_names=ITEMS + (PACKER,))
 
 
 def _absolute(path: str) -> str:
@@ -76,17 +79,53 @@ def _absolute(path: str) -> str:
 
 def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_cfg: ModelConfig,
          gin_text: str, force: bool = False, skipped_steps: int = 0,
-         calibration: dict | None = None) -> bool:
-  """Saves the state, the data position and the config (with a reward model's `calibration`)."""
+         calibration: dict | None = None, data_state: dict | None = None,
+         data_key: str | None = None) -> bool:
+  """Saves the state, the data position and the config (with a reward model's `calibration`).
+
+  `data_state` is this host's block of the input packers' state ({name: [shards of this host,
+  ...]}, data/pipeline.TrainBatches.state); every host writes its own block, and `data_key`
+  (pipeline.resume_key) says which data config it is valid for.
+  """
   step = int(jax.device_get(state["step"]))
   saved_config = {"model": model_cfg.to_dict(), "gin": gin_text}
   if calibration is not None:
     saved_config["calibration"] = calibration
-  return mngr.save(step, force=force, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=ocp.args.JsonSave({"position": int(data_position), "step": step,
-                              "skipped_steps": int(skipped_steps)}),
-      config=ocp.args.JsonSave(saved_config)))
+  data = {"position": int(data_position), "step": step, "skipped_steps": int(skipped_steps)}
+  items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(saved_config)}
+  if data_state is not None:
+    data["packer_key"] = data_key
+    items[PACKER] = ocp.args.StandardSave(_global_blocks(data_state))
+  return mngr.save(step, force=force,
+                   args=ocp.args.Composite(data=ocp.args.JsonSave(data), **items))
+
+
+def _host_sharding() -> jax.sharding.NamedSharding:
+  """Axis 0 split over the processes in order, each process's block on all its devices."""
+  devices = [[d for d in jax.devices() if d.process_index == p]
+             for p in range(jax.process_count())]
+  mesh = jax.sharding.Mesh(np.array(devices), ("process", "local"))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("process"))
+
+
+def _global_blocks(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  """Per-host numpy blocks -> global arrays of every host's blocks, in process order."""
+  sharding = _host_sharding()
+  return {name: jax.make_array_from_process_local_data(
+      sharding, block, (block.shape[0] * jax.process_count(), *block.shape[1:]))
+          for name, block in local.items()}
+
+
+def _packer_item(mngr: ocp.CheckpointManager, step: int) -> dict[str, np.ndarray]:
+  """This host's block of a step's packer state, for the current process count."""
+  folder = epath.Path(mngr.directory) / str(step) / PACKER
+  meta = ocp.PyTreeCheckpointer().metadata(os.fspath(folder)).item_metadata.tree
+  sharding = _host_sharding()
+  target = {name: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding)
+            for name, m in meta.items()}
+  out = mngr.restore(step, args=ocp.args.Composite(
+      **{PACKER: ocp.args.StandardRestore(target)}))[PACKER]
+  return {name: np.asarray(array.addressable_data(0)) for name, array in out.items()}
 
 
 def _config_item(mngr: ocp.CheckpointManager, step: int) -> dict:
@@ -142,9 +181,12 @@ def _warn_gin_changes(saved: dict, gin_text: str) -> None:
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings: dict,
-                   model_cfg: ModelConfig, gin_text: str, *,
-                   move_aside: bool = False) -> Restored | None:
+                   model_cfg: ModelConfig, gin_text: str, *, move_aside: bool = False,
+                   data_key: str | None = None) -> Restored | None:
   """The newest readable checkpoint placed in `shardings`, or None when there is none.
+
+  With `data_key`, the step's packer state comes back too (this host's block) when it was saved
+  for that key (the same data config); else `data_state` is None.
 
   A step whose config, data or state cannot be read is passed over with one log line, and with
   `move_aside` (the training run that owns the directory; never a reader such as eval or grow)
@@ -167,6 +209,8 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings:
         restored = Restored(step=step, state=out["state"],
                             data_position=int(out["data"]["position"]),
                             skipped_steps=int(out["data"].get("skipped_steps", 0)))
+        if data_key is not None and out["data"].get("packer_key") == data_key:
+          restored.data_state = _packer_item(mngr, step)
       except CheckpointMismatchError:
         raise
       except Exception as err:  # pylint: disable=broad-except  (orbax raises bare Exception)

@@ -3,6 +3,7 @@
   batgpt train --gin_file=gin/smoke.gin --gin.TrainConfig.steps=100
   batgpt eval --gin_file=gin/smoke.gin
   batgpt tokenizer train --gin_file=gin/smoke.gin --output=runs/tok/sp --vocab_size=4096
+  batgpt data prepare --gin_file=gin/smoke.gin --output=data/smoke
   batgpt grow --from_checkpoint=runs/small --to_gin=gin/models/big.gin --out=runs/big
   batgpt convert export|import ...
   batgpt generate --gin_file=gin/smoke.gin --prompt="Once upon a time"
@@ -112,6 +113,8 @@ COMMANDS = (
     ("train", "pretrain (or resume) a model", "batgpt_jax.cli:add_train_command"),
     ("eval", "evaluate the latest checkpoint of a run", "batgpt_jax.cli:add_eval_command"),
     ("tokenizer", "tokenizer tools", "batgpt_jax.cli:add_tokenizer_command"),
+    ("data", "data tools: prepare sources once into indexed files (constant-time resume)",
+     "batgpt_jax.data.commands:add_data_command"),
     ("grow", "grow a trained checkpoint into a larger model, verified function-preserving",
      "batgpt_jax.grow.parser:add_grow_command"),
     ("convert", "orbax checkpoints <-> Hugging Face",

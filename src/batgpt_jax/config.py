@@ -45,6 +45,7 @@ CONFIGURABLE_MODULES = (
     "batgpt_jax.distributed",
     "batgpt_jax.data.pipeline",
     "batgpt_jax.data.tasks",
+    "batgpt_jax.data.prepared",
     "batgpt_jax.data.preference_tasks",
     "batgpt_jax.align.label",
     "batgpt_jax.objectives",

@@ -148,3 +148,51 @@ def test_pack_throughput_is_far_above_training_speed():
   assert rate > 1_000_000, f"{rate:.0f} tokens/s"  # the packer is never the bottleneck
   fill = np.mean([(r["segment_ids"] > 0).mean() for r in rows[:-8]])  # the last 8 are leftovers
   assert fill > 0.93
+
+
+def test_packed_rows_resume_from_the_state_after_any_row():
+  """A packer rebuilt from its state after row r gives exactly rows r+1.. of the original:
+  open rows, a finished row not yet taken and a document cut across rows included."""
+  rng = np.random.default_rng(1)
+  seq_len = 16
+  lengths = rng.integers(1, 40, 60)  # many longer than a row: cut into chunks
+  docs = [{"targets": np.append(rng.integers(5, 99, n - 1), EOS).astype(np.int32),
+           "direction": i % 2, "loss_mask": rng.integers(0, 2, n).astype(np.int32)}
+          for i, n in enumerate(lengths)]
+  def documents_from(start):
+    return iter(docs[start:])
+  rows = list(preprocessors.PackedRows(documents_from, seq_len))
+  assert len(rows) > 60
+  packer = preprocessors.PackedRows(documents_from, seq_len)
+  cut_inside_a_document = 0
+  for r in range(len(rows) - 12):  # the last rows are the final flush of a finite stream
+    np.testing.assert_array_equal(next(packer)["tokens"], rows[r]["tokens"])
+    state = packer.state()
+    cut_inside_a_document += int(state["cursor"][2] > 0)
+    resumed = preprocessors.PackedRows(documents_from, seq_len, state)
+    for want in rows[r + 1:r + 4]:
+      got = next(resumed)
+      assert got.keys() == want.keys()
+      for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=f"row {r}: {key}")
+  assert cut_inside_a_document > 5  # the cursor was inside a document many times
+  assert {name: a.shape for name, a in state.items()} == {
+      "cursor": (3,), "slots": (10,), **{k: (10, seq_len) for k in (
+          "tokens", "segment_ids", "positions", "directions", "loss_mask")}}
+  with pytest.raises(ValueError, match="rows of 16 tokens, this stream packs 32"):
+    preprocessors.PackedRows(documents_from, 32, state)
+
+
+def test_directed_document_is_the_numpy_twin_of_assign_directions():
+  doc = {"targets": np.array([5, 6, 7, EOS], np.int32), "loss_mask": np.array([0, 1, 1, 1])}
+  for direction in (0, 1):
+    got = preprocessors.directed_document(doc, direction, L2R_ID, R2L_ID)
+    (want,) = list(preprocessors.assign_directions(
+        tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in doc.items()}),
+        mode="l2r" if direction == 0 else "both", seed=0, l2r_id=L2R_ID,
+        r2l_id=R2L_ID).skip(direction).take(1).as_numpy_iterator())
+    assert set(got) == set(want)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  with pytest.raises(ValueError, match="ending in EOS"):
+    preprocessors.directed_document({"targets": np.array([5, 6])}, 0, L2R_ID, R2L_ID)

@@ -73,20 +73,28 @@ def test_straight_run_trains_both_directions(straight):
 
 def test_sigterm_saves_and_resume_is_exact(straight, setup, tmp_path, monkeypatch):
   run_dir, history = straight
-  real_batches = pipeline.train_batches
+  real_next, taken = pipeline.TrainBatches.__next__, []
 
-  def preempted_at_3(*args, **kwargs):
-    for i, batch in enumerate(real_batches(*args, **kwargs)):
-      if i == 2 and kwargs.get("start_position", 0) == 0:
-        os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 3 runs
-      yield batch
+  def preempted_at_3(batches):
+    taken.append(1)
+    if len(taken) == 3:
+      os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 3 runs
+    return real_next(batches)
 
-  monkeypatch.setattr(pipeline, "train_batches", preempted_at_3)
+  real_skip, skipped = pipeline.TrainBatches.skip, []
+
+  def skip(batches, n):
+    skipped.append(n)
+    return real_skip(batches, n)
+
+  monkeypatch.setattr(pipeline.TrainBatches, "__next__", preempted_at_3)
+  monkeypatch.setattr(pipeline.TrainBatches, "skip", skip)
   first = loop.train(_train_cfg(tmp_path), **setup)
   assert max(_losses(first)) == 3
   assert _final_params(tmp_path, setup)[0] == 3  # saved at the step it was stopped at
   second = loop.train(_train_cfg(tmp_path), **setup)
   assert min(_losses(second)) == 4
+  assert len(taken) == 3 + 3 and skipped == [0]  # the resume went on from the packer state
   resumed = {**_losses(first), **_losses(second)}
   expected = _losses(history)
   assert sorted(resumed) == sorted(expected)
@@ -168,7 +176,18 @@ def test_checkpoint_records_data_position_and_config(straight):
   saved = mngr.restore(STEPS, args=checkpoints.ocp.args.Composite(
       data=checkpoints.ocp.args.JsonRestore(), config=checkpoints.ocp.args.JsonRestore()))
   mngr.close()
-  assert saved["data"] == {"position": STEPS, "step": STEPS, "skipped_steps": 0}
+  cfg, data_cfg = _train_cfg(run_dir), pipeline.DataConfig(vocab_size=MODEL.vocab_size)
+  key = pipeline.resume_key(data_cfg, pipeline.vocabulary_for(data_cfg), seq_len=cfg.seq_len,
+                            global_batch=cfg.global_batch)
+  assert saved["data"] == {"position": STEPS, "step": STEPS, "skipped_steps": 0,
+                           "packer_key": key}
+  packer = checkpoints.ocp.PyTreeCheckpointer().metadata(
+      os.path.join(run_dir, "checkpoints", str(STEPS), "packer")).item_metadata.tree
+  shards = cfg.global_batch  # DataConfig.shards = 0: one per row
+  assert {name: tuple(m.shape) for name, m in packer.items()} == {
+      "cursor": (shards, 3), "slots": (shards, 10),
+      **{name: (shards, 10, cfg.seq_len)
+         for name in ("tokens", "segment_ids", "positions", "directions")}}
   assert ModelConfig.from_dict(saved["config"]["model"]) == MODEL
 
 

@@ -25,7 +25,6 @@ pair_weight, pair_margin and pair_p_chosen that objectives/preference.py reads.
 import dataclasses
 import itertools
 import math
-from typing import Iterator
 
 import gin
 import jax
@@ -33,7 +32,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from batgpt_jax.data import preferences, preprocessors, tasks, vocab as vocab_lib
+from batgpt_jax.data import preferences, prepared, preprocessors, tasks
+from batgpt_jax.data import vocab as vocab_lib
 from batgpt_jax.data.tasks import DefaultCorpus
 
 
@@ -111,13 +111,22 @@ def shard_layout(cfg: DataConfig, global_batch: int, process_index: int | None =
 
 
 def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle: bool,
-                 seq_len: int, shard: int, num_shards: int) -> Iterator[dict[str, np.ndarray]]:
+                 seq_len: int, shard: int, num_shards: int,
+                 state: dict | None = None) -> preprocessors.PackedRows:
+  l2r_id, r2l_id = vocab_lib.direction_ids(vocabulary)
+  if prepared.all_prepared(cfg.sources):
+    for source, _ in cfg.sources:
+      prepared.check_usable(source, vocabulary, seq_len)
+    elements = prepared.shard_elements(cfg.sources, split=split, mode=mode, seed=cfg.seed,
+                                       shuffle=shuffle, shard=shard, num_shards=num_shards,
+                                       l2r_id=l2r_id, r2l_id=r2l_id)
+    return preprocessors.PackedRows(
+        lambda start: (elements[e] for e in itertools.count(start)), seq_len, state)
   name = tasks.register_mixture(cfg.sources, vocabulary, seq_len=seq_len)
   documents = seqio.get_mixture_or_task(name).get_dataset(
       sequence_length=None, split=split, shuffle=False, seed=cfg.seed + shard,
       shard_info=seqio.ShardInfo(index=shard, num_shards=num_shards), num_epochs=None,
       trim_output_features=False)  # [n] int32 token ids per document, ending in EOS
-  l2r_id, r2l_id = vocab_lib.direction_ids(vocabulary)
   directed = preprocessors.assign_directions(documents, mode=mode, seed=cfg.seed,
                                              l2r_id=l2r_id, r2l_id=r2l_id)
   buffer = math.ceil(cfg.shuffle_buffer / num_shards)
@@ -129,28 +138,14 @@ def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle:
   options = tf.data.Options()
   options.autotune.enabled = False
   options.experimental_optimization.map_parallelization = False
-  rows = preprocessors.pack(directed.with_options(options), seq_len)  # rows of [seq_len]
+  return preprocessors.pack(directed.with_options(options), seq_len, state)  # rows [seq_len]
+
+
+def _row_fields(cfg: DataConfig):
+  """What a packed row becomes before it is batched: preference rows get their pair sides."""
   if tasks.source_kind(cfg.sources[0][0]) == "preference":  # one kind per mixture
-    return map(preferences.split_pair_sides, rows)
-  return rows
-
-
-def _host_batches(cfg: DataConfig, vocabulary, layout: ShardLayout, *, split: str, mode: str,
-                  shuffle: bool, seq_len: int) -> Iterator[dict[str, np.ndarray]]:
-  """This host's rows of each global batch: rows_per_shard from each of its shards, in order."""
-  streams = [_packed_rows(cfg, vocabulary, split=split, mode=mode, shuffle=shuffle,
-                          seq_len=seq_len, shard=s, num_shards=layout.num_shards)
-             for s in layout.shards]  # built now, so a bad source fails at the call
-
-  def batches():
-    while True:
-      rows = [row for stream in streams
-              for row in itertools.islice(stream, layout.rows_per_shard)]
-      if len(rows) < len(streams) * layout.rows_per_shard:
-        return  # a shard ran dry: only an empty source does that (sources repeat)
-      yield {key: np.stack([row[key] for row in rows]) for key in rows[0]}  # [rows, seq_len]
-
-  return batches()
+    return preferences.split_pair_sides
+  return lambda row: row
 
 
 def _out_of_data(cfg: DataConfig, layout: ShardLayout) -> ValueError:
@@ -160,28 +155,85 @@ def _out_of_data(cfg: DataConfig, layout: ShardLayout) -> ValueError:
       f"{layout.host} of {layout.hosts}. Add data, or use fewer shards (DataConfig.shards).")
 
 
+def resume_key(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int) -> str:
+  """What a saved packer state is valid for: the data config, vocabulary, row length and batch.
+
+  A checkpoint's packer state is used only when this key matches; otherwise (the sources or
+  the batch changed) the run resumes by reading its data position again from the start.
+  """
+  return tasks.digest(repr(cfg), tasks.vocabulary_digest(vocabulary), seq_len, global_batch,
+                      cfg.shards or global_batch)
+
+
+class TrainBatches:
+  """This host's rows of each training batch, forever: an iterator with a resumable state.
+
+  `state()` is the packer state of each of this host's data shards after the last batch
+  returned ({name: [shards of this host, ...]}, see preprocessors.PackedRows.state); a
+  checkpoint saves it, every host its own shards, and `train_batches(..., resume=...)` goes on
+  from it on any host count that divides the shards.
+  """
+
+  def __init__(self, streams: list, layout: ShardLayout, row_fields, r2l_id: int, error):
+    self._streams, self._layout = streams, layout
+    self._row_fields, self._r2l_id, self._error = row_fields, r2l_id, error
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    rows = []
+    for stream in self._streams:
+      for _ in range(self._layout.rows_per_shard):
+        row = next(stream, None)
+        if row is None:  # a shard ran dry: only an empty source does that (sources repeat)
+          raise self._error
+        rows.append(self._row_fields(row))
+    batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]}  # [rows, seq_len]
+    return preprocessors.make_targets(batch, self._r2l_id)
+
+  def skip(self, batches: int) -> None:
+    """Reads and packs `batches` batches without building them: the resume without a state."""
+    for stream in self._streams:
+      for _ in range(batches * self._layout.rows_per_shard):
+        if next(stream, None) is None:
+          raise self._error
+
+  def state(self) -> dict[str, np.ndarray]:
+    states = [stream.state() for stream in self._streams]
+    return {name: np.stack([s[name] for s in states]) for name in states[0]}
+
+
 def train_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int,
-                  start_position: int = 0, process_index: int | None = None,
-                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                  start_position: int = 0, resume: dict | None = None,
+                  process_index: int | None = None,
+                  process_count: int | None = None) -> TrainBatches:
   """This host's rows of each training batch, forever, from batch number `start_position`.
 
   Each batch: tokens, targets, segment_ids, positions, directions int32 [b, L] and
-  loss_weights float32 [b, L], with b = global_batch // process_count.
+  loss_weights float32 [b, L], with b = global_batch // process_count. With `resume` (this
+  host's block of a saved `TrainBatches.state()`, taken at `start_position`) the packers go on
+  from there: for prepared data that costs the same at any position. Without it the first
+  `start_position` batches are read and packed again (the skip-ahead path).
   """
   layout = shard_layout(cfg, global_batch, process_index, process_count)
   if start_position < 0:
     raise ValueError(f"start_position={start_position}; it counts consumed batches, >= 0.")
   _, r2l_id = vocab_lib.direction_ids(vocabulary)
-
-  batches = _host_batches(cfg, vocabulary, layout, split="train", mode=cfg.direction_mode,
-                          shuffle=True, seq_len=seq_len)
-
-  def generate():
-    for batch in itertools.islice(batches, start_position, None):
-      yield preprocessors.make_targets(batch, r2l_id)  # [rows, seq_len] each
-    raise _out_of_data(cfg, layout)
-
-  return generate()
+  if resume is not None:
+    shards = {len(values) for values in resume.values()}
+    if shards != {len(layout.shards)}:
+      raise ValueError(f"The packer state holds {sorted(shards)} data shards; host "
+                       f"{layout.host} reads {len(layout.shards)}.")
+  streams = [_packed_rows(cfg, vocabulary, split="train", mode=cfg.direction_mode, shuffle=True,
+                          seq_len=seq_len, shard=s, num_shards=layout.num_shards,
+                          state=None if resume is None else
+                          {name: values[i] for name, values in resume.items()})
+             for i, s in enumerate(layout.shards)]  # built now, so a bad source fails here
+  batches = TrainBatches(streams, layout, _row_fields(cfg), r2l_id, _out_of_data(cfg, layout))
+  if resume is None:
+    batches.skip(start_position)
+  return batches
 
 
 def eval_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int,
@@ -198,8 +250,9 @@ def eval_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int
   layout = shard_layout(cfg, global_batch, process_index, process_count)
   rows = global_batch // layout.hosts
   mode = "l2r" if cfg.direction_mode == "l2r" else "both"
-  stream = _packed_rows(cfg, vocabulary, split="validation", mode=mode, shuffle=False,
-                        seq_len=seq_len, shard=0, num_shards=1)
+  stream = map(_row_fields(cfg), _packed_rows(cfg, vocabulary, split="validation", mode=mode,
+                                              shuffle=False, seq_len=seq_len, shard=0,
+                                              num_shards=1))
   _, r2l_id = vocab_lib.direction_ids(vocabulary)
   mine = slice(layout.host * rows, (layout.host + 1) * rows)
   batches = []

@@ -16,6 +16,7 @@ padding). make_targets turns 'loss_mask' into loss_weights. Documents without su
 exactly the rows they gave before fields were carried.
 """
 
+import itertools
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -91,12 +92,37 @@ def assign_directions(dataset: tf.data.Dataset, *, mode: str, seed: int, l2r_id:
   return dataset.map(sample, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def directed_document(doc: dict, direction: int, l2r_id: int, r2l_id: int) -> dict:
+  """The numpy twin of assign_directions for one document ({'targets': ids ending in EOS, and
+  per-token fields}): prepared data (data/prepared.py) is directed per element by index."""
+  tokens = np.asarray(doc["targets"], np.int32)
+  if tokens.size == 0 or tokens[-1] != EOS_ID:
+    raise ValueError("A directed document must be one document ending in EOS "
+                     f"(id {EOS_ID}); tokenize with add_eos=True first.")
+
+  def directed(values, first):
+    values = np.asarray(values)
+    body = values if direction == L2R else np.concatenate([values[:-1][::-1], values[-1:]])
+    return np.concatenate([np.asarray([first], values.dtype), body])
+
+  out = {name: directed(values, 0) for name, values in doc.items() if name != "targets"}
+  out["targets"] = directed(tokens, l2r_id if direction == L2R else r2l_id)
+  out["direction"] = np.int32(direction)
+  return out
+
+
+# --- packing ------------------------------------------------------------------------------------
+
+ROW_EMPTY, ROW_OPEN, ROW_READY = 0, 1, 2  # a slot of a saved packer state
+_ROW_KEYS = ("tokens", "segment_ids", "positions")
+
+
 def _new_row() -> dict:
   return {"pieces": [], "fields": [], "used": 0}
 
 
 def _finish_row(row: dict, seq_len: int, with_directions: bool) -> dict[str, np.ndarray]:
-  out = {name: np.zeros(seq_len, np.int32) for name in ("tokens", "segment_ids", "positions")}
+  out = {name: np.zeros(seq_len, np.int32) for name in _ROW_KEYS}
   if with_directions:
     out["directions"] = np.zeros(seq_len, np.int32)
   fields = row.get("fields") or [{} for _ in row["pieces"]]  # per piece: name -> [len(piece)]
@@ -117,6 +143,20 @@ def _finish_row(row: dict, seq_len: int, with_directions: bool) -> dict[str, np.
   return out
 
 
+def _reopened_row(arrays: dict[str, np.ndarray]) -> dict:
+  """The open row that `_finish_row` laid out as `arrays` (the inverse, for a saved state)."""
+  row = _new_row()
+  fields = [name for name in arrays if name not in (*_ROW_KEYS, "directions")]
+  segments = arrays["segment_ids"]
+  for segment in range(1, int(segments.max(initial=0)) + 1):
+    where = segments == segment
+    direction = int(arrays["directions"][where][0]) if "directions" in arrays else L2R
+    row["pieces"].append((arrays["tokens"][where], direction))
+    row["fields"].append({name: arrays[name][where] for name in fields})
+    row["used"] += int(where.sum())
+  return row
+
+
 def _fields_of(doc: dict, length: int) -> dict[str, np.ndarray]:
   fields = {name: np.asarray(values) for name, values in doc.items()
             if name not in ("targets", "direction")}
@@ -127,55 +167,157 @@ def _fields_of(doc: dict, length: int) -> dict[str, np.ndarray]:
   return fields
 
 
-def pack_documents(documents: Iterable[dict], seq_len: int) -> Iterator[dict[str, np.ndarray]]:
-  """Numpy best-fit packing of documents ({'targets': [n]}, optionally 'direction' and per-token
-  fields such as 'loss_mask': [n]).
+class PackedRows:
+  """Best-fit packing of a document stream into rows, one row per `next`, resumable anywhere.
 
-  Yields rows {tokens, segment_ids, positions (, directions) (, each per-token field)}, each
-  [seq_len]; segment ids run 1..k in a row and 0 marks padding (where fields are 0 too);
-  positions restart at 0 in every segment.
+  `documents_from(i)` iterates the stream's documents from number i ({'targets': [n]},
+  optionally 'direction' and per-token fields such as 'loss_mask': [n]). Each row is
+  {tokens, segment_ids, positions (, directions) (, each per-token field)}, all [seq_len];
+  segment ids run 1..k in a row and 0 marks padding (where fields are 0 too); positions restart
+  at 0 in every segment. A document longer than a row is cut into row-sized chunks, each its
+  own segment; no other document is split. A chunk goes into the fullest of `_OPEN_ROWS` open
+  rows that has room; with none, the fullest open row (the oldest among equals) is emitted.
+
+  `state()` after any row is everything needed to go on from there: the stream position (the
+  document and the chunk in it) and the open rows, plus a row already finished but not yet
+  taken. `PackedRows(documents_from, seq_len, state)` continues exactly as the original would,
+  reading the stream from that document on; with a random-access stream that costs the same
+  at any position.
   """
-  if seq_len < 2:
-    raise ValueError(f"seq_len={seq_len}; packed rows need at least 2 tokens.")
-  rows: list[dict] = []
-  with_directions = None
-  for doc in documents:
-    if with_directions is None:
-      with_directions = "direction" in doc
+
+  def __init__(self, documents_from, seq_len: int, state: dict | None = None):
+    if seq_len < 2:
+      raise ValueError(f"seq_len={seq_len}; packed rows need at least 2 tokens.")
+    self._documents_from, self._seq_len = documents_from, seq_len
+    self._rows: list[dict] = []  # open rows
+    self._ready: list[dict[str, np.ndarray]] = []  # finished rows, not yet taken
+    self._with_directions = None
+    self._document, self._chunk = 0, 0  # the next chunk to pack: document number, start token
+    self._current = None  # (tokens, direction, fields) of that document, once read
+    self._stream = None
+    self._exhausted = False
+    if state is not None:
+      self._restore(state)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    while not self._ready:
+      if self._exhausted:
+        raise StopIteration
+      if self._current is None and not self._read_document():
+        self._exhausted = True
+        self._ready = [_finish_row(row, self._seq_len, bool(self._with_directions))
+                       for row in self._rows]
+        self._rows = []
+        continue
+      self._pack_next_chunk()
+    return self._ready.pop(0)
+
+  def _read_document(self) -> bool:
+    if self._stream is None:
+      self._stream = iter(self._documents_from(self._document))
+    doc = next(self._stream, None)
+    if doc is None:
+      return False
+    if self._with_directions is None:
+      self._with_directions = "direction" in doc
     tokens = np.asarray(doc["targets"], np.int32)
-    direction = int(doc.get("direction", L2R))
-    fields = _fields_of(doc, len(tokens))
-    for start in range(0, len(tokens), seq_len):
-      chunk = tokens[start:start + seq_len]
-      fits = [(seq_len - r["used"], i) for i, r in enumerate(rows)
-              if seq_len - r["used"] >= len(chunk)]
-      if fits:
-        i = min(fits)[1]  # best fit: the fullest row with room
-      else:
-        if len(rows) == _OPEN_ROWS:  # emit the fullest row (the oldest among equals)
-          fullest = max(range(len(rows)), key=lambda k: rows[k]["used"])
-          yield _finish_row(rows.pop(fullest), seq_len, with_directions)
-        rows.append(_new_row())
-        i = len(rows) - 1
-      rows[i]["pieces"].append((chunk, direction))
-      rows[i]["fields"].append({name: values[start:start + seq_len]
-                                for name, values in fields.items()})
-      rows[i]["used"] += len(chunk)
-      if rows[i]["used"] == seq_len:
-        yield _finish_row(rows.pop(i), seq_len, with_directions)
-  for row in rows:
-    yield _finish_row(row, seq_len, bool(with_directions))
+    self._current = (tokens, int(doc.get("direction", L2R)), _fields_of(doc, len(tokens)))
+    return True
+
+  def _pack_next_chunk(self) -> None:
+    tokens, direction, fields = self._current
+    start, seq_len = self._chunk, self._seq_len
+    chunk = tokens[start:start + seq_len]
+    rows = self._rows
+    fits = [(seq_len - r["used"], i) for i, r in enumerate(rows)
+            if seq_len - r["used"] >= len(chunk)]
+    if fits:
+      i = min(fits)[1]  # best fit: the fullest row with room
+    else:
+      if len(rows) == _OPEN_ROWS:  # emit the fullest row (the oldest among equals)
+        fullest = max(range(len(rows)), key=lambda k: rows[k]["used"])
+        self._ready.append(self._finish(rows.pop(fullest)))
+      rows.append(_new_row())
+      i = len(rows) - 1
+    rows[i]["pieces"].append((chunk, direction))
+    rows[i]["fields"].append({name: values[start:start + seq_len]
+                              for name, values in fields.items()})
+    rows[i]["used"] += len(chunk)
+    if rows[i]["used"] == seq_len:
+      self._ready.append(self._finish(rows.pop(i)))
+    self._chunk += seq_len
+    if self._chunk >= len(tokens):
+      self._document, self._chunk, self._current = self._document + 1, 0, None
+
+  def _finish(self, row: dict) -> dict[str, np.ndarray]:
+    return _finish_row(row, self._seq_len, bool(self._with_directions))
+
+  def state(self) -> dict[str, np.ndarray]:
+    """Fixed-shape arrays: 'cursor' int32 [3] (the document number in two 31-bit halves, the
+    chunk start), 'slots' int32 [_OPEN_ROWS + 2] (ROW_OPEN, ROW_READY or ROW_EMPTY) and each
+    row field [_OPEN_ROWS + 2, seq_len], the open rows first, then the finished ones."""
+    if self._exhausted:
+      raise ValueError("The document stream ended: a finite stream is not resumed.")
+    slots = _OPEN_ROWS + 2  # at most one finished row waits between two `next` calls
+    laid_out = [self._finish(row) for row in self._rows] + self._ready
+    assert len(laid_out) <= slots, len(laid_out)
+    template = laid_out[0] if laid_out else self._finish(_new_row())
+    if not laid_out and self._current is not None:  # per-token fields of an empty packer
+      template.update({name: np.zeros(self._seq_len, values.dtype)
+                       for name, values in self._current[2].items()})
+    out = {name: np.zeros((slots, self._seq_len), values.dtype)
+           for name, values in template.items()}
+    for k, row in enumerate(laid_out):
+      for name, values in row.items():
+        out[name][k] = values
+    kinds = [ROW_OPEN] * len(self._rows) + [ROW_READY] * len(self._ready)
+    out["slots"] = np.asarray(kinds + [ROW_EMPTY] * (slots - len(kinds)), np.int32)
+    out["cursor"] = np.asarray([self._document >> 31, self._document & (2**31 - 1),
+                                self._chunk], np.int32)
+    return out
+
+  def _restore(self, state: dict) -> None:
+    state = {name: np.asarray(values) for name, values in state.items()}
+    if state["tokens"].shape[-1] != self._seq_len:
+      raise ValueError(f"The saved packer state has rows of {state['tokens'].shape[-1]} tokens, "
+                       f"this stream packs {self._seq_len}.")
+    high, low, chunk = (int(v) for v in state["cursor"])
+    self._document, self._chunk = (high << 31) | low, chunk
+    if self._document or self._chunk or state["slots"].any():  # else nothing was read yet
+      self._with_directions = "directions" in state
+    row_names = [name for name in state if name not in ("cursor", "slots")]
+    for k, kind in enumerate(state["slots"]):
+      arrays = {name: state[name][k] for name in row_names}
+      if kind == ROW_OPEN:
+        self._rows.append(_reopened_row(arrays))
+      elif kind == ROW_READY:
+        self._ready.append(arrays)
+    if self._chunk:  # the rest of a document that was cut across rows
+      if not self._read_document():
+        raise ValueError(f"The saved packer state is inside document {self._document}, which "
+                         "the stream no longer has.")
 
 
-def pack(dataset: tf.data.Dataset, seq_len: int) -> Iterator[dict[str, np.ndarray]]:
+def pack_documents(documents: Iterable[dict], seq_len: int) -> Iterator[dict[str, np.ndarray]]:
+  """Numpy best-fit packing of `documents` (see PackedRows), read once from the start."""
+  documents = iter(documents)
+  return PackedRows(lambda start: itertools.islice(documents, start, None), seq_len)
+
+
+def pack(dataset: tf.data.Dataset, seq_len: int, state: dict | None = None) -> PackedRows:
   """Directed documents -> packed numpy rows: tokens, segment_ids, positions (, directions).
 
   `directions` is present when the documents carry 'direction' (from assign_directions).
   Documents are read _DOCS_PER_READ at a time and tokenised ahead by tf.data's own threads;
   the packing runs in the caller's thread. (Not a tf.data `from_generator`: a tf.data op that
-  wraps a Python generator which itself reads tf.data is slow to tear down.)
+  wraps a Python generator which itself reads tf.data is slow to tear down.) Resuming from a
+  `state` skips the documents before its position in tf.data (read, not packed).
   """
-  return pack_documents(_unbatched(dataset.ragged_batch(_DOCS_PER_READ).prefetch(1)), seq_len)
+  return PackedRows(lambda start: _unbatched(
+      dataset.skip(start).ragged_batch(_DOCS_PER_READ).prefetch(1)), seq_len, state)
 
 
 def _unbatched(batches: tf.data.Dataset) -> Iterator[dict]:

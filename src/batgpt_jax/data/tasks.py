@@ -515,7 +515,10 @@ def source_kind(source) -> str:
   """'pretrain', 'instruction' or 'preference' (data/preference_tasks.py): what its rows hold."""
   if isinstance(source, INSTRUCTION_SOURCES):
     return "instruction"
-  from batgpt_jax.data import preference_tasks  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel  (both modules import this one)
+  from batgpt_jax.data import prepared, preference_tasks
+  if isinstance(source, prepared.Prepared):
+    return prepared.kind(source)
   return "preference" if isinstance(source, preference_tasks.SOURCES) else "pretrain"
 
 

@@ -178,8 +178,10 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
   mngr = checkpoints.manager(os.path.join(cfg.run_dir, "checkpoints"),
                              keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint,
                              timeout_s=cfg.checkpoint_timeout_s)
+  data_key = pipeline.resume_key(data_cfg, vocab, seq_len=cfg.seq_len,
+                                 global_batch=cfg.global_batch)
   restored = checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, gin_text,
-                                        move_aside=True)
+                                        move_aside=True, data_key=data_key)
   if restored is None:
     params = (initial_params(cfg.init_from, model_cfg, shardings["params"], objective.heads,
                              cfg.seed) if cfg.init_from else None)
@@ -212,10 +214,15 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
     mngr.close()
     return []
 
-  batches = pipeline.train_batches(data_cfg, vocab, seq_len=cfg.seq_len,
-                                   global_batch=cfg.global_batch, start_position=position)
+  resume = restored.data_state if restored else None
+  if position and resume is None:
+    metrics.log_console(f"The checkpoint has no input state for this data config: reading and "
+                        f"packing its first {position} batches again to resume exactly")
   with logs.native_noise_filtered():  # the first batch starts the tokenizer ops
-    batches = itertools.chain([next(batches)], batches)
+    inputs = pipeline.train_batches(data_cfg, vocab, seq_len=cfg.seq_len,
+                                    global_batch=cfg.global_batch, start_position=position,
+                                    resume=resume)
+    batches = itertools.chain([next(inputs)], inputs)
   eval_set = None
   writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"), jsonl_path)
   throughput = metrics.Throughput(cfg.global_batch * cfg.seq_len, cfg.steps,
@@ -232,10 +239,12 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
     bad_steps.flush()  # the count saved includes this step
     checkpoints.save(mngr, state, data_position=position, model_cfg=model_cfg,
                      gin_text=gin_text, force=force, skipped_steps=bad_steps.total,
-                     calibration=calibration)
+                     calibration=calibration, data_state=inputs.state(), data_key=data_key)
 
   try:
     while step < cfg.steps:
+      # `inputs` reads nothing ahead of the batch taken here, so its state() at a save is the
+      # state after the last batch trained on.
       state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules),
                                      frozen)
       step, position = step + 1, position + 1

@@ -208,8 +208,10 @@ def test_a_run_moves_from_two_to_one_to_four_processes(one_process, two_processe
   history = train_here(tmp_path, 6)
   assert [h["step"] for h in history if h["kind"] == "train"] == [4]
   assert history[-1] == {"step": 4, "kind": "preempted"}
-  run_processes(4, 2, tmp_path, 6, ["MeshConfig.shape = (1, 2, 1)",
-                                    "MeshConfig.dcn_shape = (4, 1, 1)"])
+  output = run_processes(4, 2, tmp_path, 6, ["MeshConfig.shape = (1, 2, 1)",
+                                             "MeshConfig.dcn_shape = (4, 1, 1)"])
+  assert "Resumed from checkpoint step 4" in output
+  assert "no input state" not in output  # each host read its shards' packer state
   assert_same_losses(losses(tmp_path), losses(one_process), range(4, 7))
 
 

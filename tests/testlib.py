@@ -4,7 +4,9 @@ Not in conftest.py: pytest may register more than one conftest module under the 
 `conftest` (tests/annotate has its own), so `from conftest import ...` is not reliable.
 """
 
+import os
 import pathlib
+import signal
 
 import gin
 
@@ -64,3 +66,19 @@ def data_sentences(n: int, seed: int = 0) -> list[str]:
     tail = "今天天气很好。" if i % 7 == 0 else ""
     out.append(f"{' '.join(words).capitalize()} number {i}.{tail}")
   return out
+
+
+def preempt_at_batch(monkeypatch, n: int) -> list:
+  """SIGTERM to this process when the n-th training batch of the test is taken, so that it
+  arrives while that step runs. Returns the list that counts the batches taken."""
+  from batgpt_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  real_next, taken = pipeline.TrainBatches.__next__, []
+
+  def next_batch(batches):
+    taken.append(1)
+    if len(taken) == n:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_next(batches)
+
+  monkeypatch.setattr(pipeline.TrainBatches, "__next__", next_batch)
+  return taken

@@ -3,7 +3,8 @@
 Each step directory holds three items: `state` (params, optimizer state, step; every host writes
 its own shards), `data` (the input position, so a resumed run sees exactly the batches it would
 have seen, and the count of skipped non-finite steps), and `config` (the model config and the
-full gin text). The state is restored into whatever shardings the current mesh asks for, so a
+full gin text); a training run adds `packer`, its input packers' state (every host writes its
+own data shards' block, read back on any process count that divides them). The state is restored into whatever shardings the current mesh asks for, so a
 checkpoint written by 2 processes x 4 devices restores on 1 x 8 or 4 x 2.
 
 A save is atomic on every storage orbax supports, by orbax's own protocol for it (its `AUTO`

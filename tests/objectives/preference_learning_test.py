@@ -11,7 +11,6 @@ is learnable from scratch, and a test budget has no room for a pretraining run f
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 
@@ -30,6 +29,7 @@ from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.objectives import preference
 from batgpt_jax.train import loop
 from batgpt_jax.train import state as train_state
+from testlib import preempt_at_batch
 
 RUN = ["models/tiny.gin", "TrainConfig.eval_every = 0", "TrainConfig.log_every = 25",
        "DataConfig.shards = 4", "TrainConfig.async_checkpoint = False"]
@@ -213,15 +213,7 @@ def test_dpo_learns_the_planted_preference_against_its_frozen_reference(dpo_run)
 def test_a_preempted_dpo_run_resumes_with_the_same_losses(dpo_run, base, tmp_path, monkeypatch):
   """SIGTERM mid-run saves; the rerun restores the policy and reads the reference again."""
   history, _ = dpo_run
-  real_batches = pipeline.train_batches
-
-  def preempted(*args, **kwargs):
-    for i, batch in enumerate(real_batches(*args, **kwargs)):
-      if i == 10 and kwargs.get("start_position", 0) == 0:
-        os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 11 runs
-      yield batch
-
-  monkeypatch.setattr(pipeline, "train_batches", preempted)
+  preempt_at_batch(monkeypatch, 11)  # while step 11 runs
   init = f"TrainConfig.init_from = '{base[0]}'"
   first = _train(tmp_path, DPO, init)
   assert first[-1]["kind"] == "preempted"

@@ -2,12 +2,11 @@
 
 import json
 import os
-import signal
 
 import jax
 import numpy as np
 import pytest
-from testlib import mesh_config
+from testlib import mesh_config, preempt_at_batch
 
 from batgpt_jax import checkpoints, parallel
 from batgpt_jax.data import pipeline
@@ -73,21 +72,13 @@ def test_straight_run_trains_both_directions(straight):
 
 def test_sigterm_saves_and_resume_is_exact(straight, setup, tmp_path, monkeypatch):
   run_dir, history = straight
-  real_next, taken = pipeline.TrainBatches.__next__, []
-
-  def preempted_at_3(batches):
-    taken.append(1)
-    if len(taken) == 3:
-      os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 3 runs
-    return real_next(batches)
-
+  taken = preempt_at_batch(monkeypatch, 3)  # while step 3 runs
   real_skip, skipped = pipeline.TrainBatches.skip, []
 
   def skip(batches, n):
     skipped.append(n)
     return real_skip(batches, n)
 
-  monkeypatch.setattr(pipeline.TrainBatches, "__next__", preempted_at_3)
   monkeypatch.setattr(pipeline.TrainBatches, "skip", skip)
   first = loop.train(_train_cfg(tmp_path), **setup)
   assert max(_losses(first)) == 3
@@ -192,16 +183,17 @@ def test_checkpoint_records_data_position_and_config(straight):
 
 
 def test_non_finite_steps_are_skipped_counted_and_stop_the_run(setup, tmp_path, monkeypatch):
-  real_batches = pipeline.train_batches
+  real_next, taken = pipeline.TrainBatches.__next__, []
   poisoned_steps = {3, 5, 6}
 
-  def with_nan_loss(*args, **kwargs):
-    for i, batch in enumerate(real_batches(*args, **kwargs)):
-      if i + 1 in poisoned_steps:
-        batch = dict(batch, loss_weights=batch["loss_weights"] * np.float32(np.nan))
-      yield batch
+  def with_nan_loss(batches):
+    batch = real_next(batches)
+    taken.append(1)
+    if len(taken) in poisoned_steps:
+      batch = dict(batch, loss_weights=batch["loss_weights"] * np.float32(np.nan))
+    return batch
 
-  monkeypatch.setattr(pipeline, "train_batches", with_nan_loss)
+  monkeypatch.setattr(pipeline.TrainBatches, "__next__", with_nan_loss)
   with pytest.raises(faults.TrainingDivergedError, match=r"Steps 5\.\.6 .*max_bad_steps=2"):
     loop.train(_train_cfg(tmp_path, checkpoint_every=2, max_bad_steps=2), **setup)
   mngr = checkpoints.manager(os.path.join(tmp_path, "checkpoints"), keep=3, async_save=False)

@@ -7,8 +7,11 @@ concatenation, in shard order, of global_batch/shards rows from every shard, and
 builds only the rows of the shards it owns (a contiguous block, matching its block of the
 batch-sharded global array). So batch k is a function of (config, k) alone: the same for 1, 2 or
 4 hosts, and a run resumed on another process count sees exactly the batches it would have seen.
-Resuming at data position k skips k batches; that still reads and packs them (no model work):
-expect it to take k * rows * seq_len / (pipeline tokens/s).
+A resume goes on from the packers' state saved with the checkpoint (`TrainBatches.state`): for
+prepared data (data/prepared.py, read by index) that costs the same at any position; for raw
+sources the documents before the position are read again but not packed. Without a usable state
+(another data config) it skips k batches, reading and packing them (no model work): about
+k * rows * seq_len / (pipeline tokens/s). That skip-ahead path is also the tests' oracle.
 
 Instruction data (tasks.ChatJsonl, tasks.DefaultInstructions) walks the same way, L2R only, with
 its per-token loss mask packed beside the tokens; `seq_len` (TrainConfig.seq_len) reaches the

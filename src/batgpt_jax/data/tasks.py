@@ -336,6 +336,10 @@ def raw_documents(source, split: str, index: int = 0, num_shards: int = 1) -> It
   """
   if split not in SPLITS:
     raise ValueError(f"split={split!r}; expected one of {SPLITS}.")
+  from batgpt_jax.data import prepared  # pylint: disable=import-outside-toplevel  (imports us)
+  if isinstance(source, prepared.Prepared):
+    raise ValueError(f"{describe(source)} holds token ids, not text; use the raw source it was "
+                     "prepared from (its prepared.json names it).")
   if isinstance(source, INSTRUCTION_SOURCES):
     from batgpt_jax.data import chat_tasks  # pylint: disable=import-outside-toplevel  # imports us
     yield from (c.text() for _, c in chat_tasks.raw_conversations(source, split, index,

@@ -117,10 +117,13 @@ def _global_blocks(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
           for name, block in local.items()}
 
 
-def _packer_item(mngr: ocp.CheckpointManager, step: int) -> dict[str, np.ndarray]:
-  """This host's block of a step's packer state, for the current process count."""
+def _packer_item(mngr: ocp.CheckpointManager, step: int) -> dict[str, np.ndarray] | None:
+  """This host's block of a step's packer state, for the current process count (None when the
+  processes cannot split its data shards: the pipeline then refuses the layout, naming it)."""
   folder = epath.Path(mngr.directory) / str(step) / PACKER
   meta = ocp.PyTreeCheckpointer().metadata(os.fspath(folder)).item_metadata.tree
+  if any(m.shape[0] % jax.process_count() for m in meta.values()):
+    return None
   sharding = _host_sharding()
   target = {name: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding)
             for name, m in meta.items()}

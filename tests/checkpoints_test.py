@@ -1,5 +1,6 @@
 """Checkpoints: finding steps, reading parameters alone, old checkpoints, damage, init_from."""
 
+import ctypes
 import dataclasses
 import gc
 import logging
@@ -295,3 +296,52 @@ def test_a_state_of_another_optimizer_is_refused_not_moved_aside(tmp_path):
                      r"than this run builds: 2 arrays against 3, the parameters alike"):
     _restore(directory, abstract=abstract, move_aside=True)
   assert (directory / "1" / "state").is_dir() and not (directory / "1.damaged").exists()
+
+
+def _without_file_permission_override():
+  """For a subprocess of root: drops the capabilities that let root write where chmod forbids
+  (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER), so that a read-only directory is
+  read-only for it as for any user. (Running it as `nobody` fails where the interpreter lives
+  under /root, as with pyenv.)"""
+  libc = ctypes.CDLL(None, use_errno=True)
+  for capability in (1, 2, 3):
+    if libc.prctl(24, capability, 0, 0, 0):  # PR_CAPBSET_DROP
+      raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {capability})")
+
+
+def test_a_read_only_checkpoint_directory_during_an_async_save_stops_the_run(tmp_path):
+  run_dir = tmp_path / "run"
+  env = dict(os.environ, BATGPT_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+  command = [sys.executable, "-m", "batgpt_jax.cli", "train", f"--gin_file={FIXTURE / 'micro.gin'}",
+             f"--gin.TrainConfig.run_dir='{run_dir}'", "--gin.TrainConfig.steps=100000",
+             "--gin.TrainConfig.checkpoint_every=1", "--gin.TrainConfig.async_checkpoint=True",
+             "--gin.TrainConfig.keep_checkpoints=3", "--gin.TrainConfig.log_every=1000"]
+  proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, preexec_fn=(_without_file_permission_override
+                                                 if os.geteuid() == 0 else None))
+  directory = run_dir / "checkpoints"
+  try:
+    deadline = time.monotonic() + 180
+    while not (directory.is_dir() and any(p.name[0].isdigit() for p in directory.iterdir())):
+      assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()[-3000:]
+      time.sleep(0.02)
+    for folder, _, _ in os.walk(directory):  # a save in flight or done: everything read-only
+      os.chmod(folder, 0o555)
+    try:
+      stderr = proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      stderr = proc.communicate()[1]
+      pytest.fail(f"still running 60 s after its checkpoints became read-only:\n{stderr[-3000:]}")
+  finally:
+    for folder, _, _ in os.walk(directory):
+      os.chmod(folder, 0o755)  # so that pytest can remove it
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode not in (0, None), stderr[-3000:]
+  lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1, stderr[-3000:]
+  assert f"Cannot save checkpoints in {directory}: it is not writable" in lines[0]
+  assert "Permission denied" in lines[0] and "Make it writable" in lines[0]
+  assert len(stderr.splitlines()) < 20, stderr[-3000:]  # no screenfuls of tracebacks

@@ -39,6 +39,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from batgpt_jax import logs
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import state as train_state
 
@@ -52,6 +53,11 @@ class CheckpointMismatchError(ValueError):
 
 class UnreadableCheckpointError(RuntimeError):
   """Not one step of a checkpoint directory could be read."""
+
+
+class CheckpointWriteError(OSError):
+  """The checkpoint directory cannot be written (not writable, read-only, full)."""
+
 
 
 @dataclasses.dataclass
@@ -86,7 +92,9 @@ def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_
 
   `data_state` is this host's block of the input packers' state ({name: [shards of this host,
   ...]}, data/pipeline.TrainBatches.state); every host writes its own block, and `data_key`
-  (pipeline.resume_key) says which data config it is valid for.
+  (pipeline.resume_key) says which data config it is valid for. An earlier async save that could
+  not write (a read-only or full disk) raises here as one `CheckpointWriteError` naming the
+  directory and the fix.
   """
   step = int(jax.device_get(state["step"]))
   saved_config = {"model": model_cfg.to_dict(), "gin": gin_text}
@@ -97,8 +105,18 @@ def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_
   if data_state is not None:
     data["packer_key"] = data_key
     items[PACKER] = ocp.args.StandardSave(_global_blocks(data_state))
-  return mngr.save(step, force=force,
-                   args=ocp.args.Composite(data=ocp.args.JsonSave(data), **items))
+  try:
+    return mngr.save(step, force=force,
+                     args=ocp.args.Composite(data=ocp.args.JsonSave(data), **items))
+  except Exception as err:  # pylint: disable=broad-except  (orbax re-raises its threads' errors)
+    problem = logs.storage_write_failure(f"{err} {err.__cause__ or ''}")
+    if problem is None:
+      raise
+    raise CheckpointWriteError(
+        f"Cannot save checkpoints in {mngr.directory}: {problem} ({_first_line(err)}). Make it "
+        "writable (or free space on its disk), or point TrainConfig.run_dir at a directory "
+        "that is; the run resumes from its newest complete checkpoint.") from None
+
 
 
 def _host_sharding() -> jax.sharding.NamedSharding:

@@ -43,6 +43,13 @@ def cmd_train(args, gin_text: str) -> int:
     history = loop.train(**config.run_configs(), gin_text=gin_text)
   except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError) as err:
     raise SystemExit(f"error: {err}") from None
+  except checkpoints.CheckpointWriteError as err:
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    # The failed save leaves orbax threads (not daemons) waiting forever for a signal of its
+    # commit, so a normal exit would hang joining them. Nothing is lost by ending now: every
+    # step listed is complete, and an unfinished one is never listed.
+    sys.stdout.flush()
+    os._exit(1)  # pylint: disable=protected-access
   if history and history[-1]["kind"] == "preempted":
     return faults.PREEMPTED_EXIT  # saved, but not finished: schedulers should restart it
   return 0

@@ -28,6 +28,31 @@ def setup_logging() -> None:
     handler.addFilter(quiet_gin)
   if not getattr(sys.unraisablehook, "batgpt_quiet", False):
     sys.unraisablehook = closed_event_loop_dropped(sys.unraisablehook)
+  absl = logging.getLogger("absl")
+  if write_failure_tracebacks_dropped not in absl.filters:
+    absl.addFilter(write_failure_tracebacks_dropped)
+
+
+# What orbax's errors say when the storage refuses a write, and how a person would put it.
+_WRITE_FAILURES = ((("Permission denied", "PERMISSION_DENIED"), "it is not writable"),
+                   (("Read-only file system",), "its file system is read-only"),
+                   (("No space left", "RESOURCE_EXHAUSTED"), "its disk is full"))
+
+
+def storage_write_failure(text: str) -> str | None:
+  """What is wrong with the storage when `text` (an error) says it refused a write, or None."""
+  return next((what for marks, what in _WRITE_FAILURES if any(m in text for m in marks)), None)
+
+
+def write_failure_tracebacks_dropped(record: logging.LogRecord) -> bool:
+  """Keeps orbax's log line for a save thread that could not write, without its traceback.
+
+  The same error reaches the next save, which reports it in one line (checkpoints.save); each
+  failed thread would otherwise print a screenful (474 lines for one read-only directory).
+  """
+  if record.exc_info and storage_write_failure(str(record.exc_info[1])):
+    record.exc_info, record.exc_text = None, None
+  return True
 
 
 def closed_event_loop_dropped(hook):

@@ -69,14 +69,21 @@ class Restored:
   data_state: dict | None = None  # this host's block of the packer state, when it was usable
 
 
-def manager(directory: str, *, keep: int, async_save: bool = True,
-            timeout_s: int = 1200) -> ocp.CheckpointManager:
-  """`timeout_s` bounds how long an async save may take before the run stops with an error."""
+def manager(directory: str, *, keep: int, async_save: bool = True, timeout_s: int = 1200,
+            restore_concurrent_gb: float | None = None) -> ocp.CheckpointManager:
+  """`timeout_s` bounds how long an async save may take before the run stops with an error.
+
+  `restore_concurrent_gb` caps the GB (10**9 bytes) of the state a host reads at once (None:
+  orbax's default, 96). A cap below one array's read size fails that read, so it is left at
+  the default: benchmarks/restore_memory.py measured no lower peak memory from lower caps.
+  """
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
       async_options=ocp.AsyncOptions(timeout_secs=timeout_s), cleanup_tmp_directories=True)
+  handlers = {} if restore_concurrent_gb is None else {
+      "state": ocp.StandardCheckpointHandler(restore_concurrent_gb=restore_concurrent_gb)}
   return ocp.CheckpointManager(_absolute(directory), options=options,
-                               item_names=ITEMS + (PACKER,))
+                               item_names=ITEMS + (PACKER,), item_handlers=handlers or None)
 
 
 def _absolute(path: str) -> str:

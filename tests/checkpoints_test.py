@@ -1,6 +1,5 @@
 """Checkpoints: finding steps, reading parameters alone, old checkpoints, damage, init_from."""
 
-import ctypes
 import dataclasses
 import gc
 import logging
@@ -129,11 +128,18 @@ def _tiny_state(value: float, step: int) -> dict:
   return {"params": {"w": jnp.full((4, 8), value, jnp.float32)}, "step": jnp.int32(step)}
 
 
+DATA_KEY = "data-config-digest"
+
+
+def _packer_state(step: int) -> dict:
+  return {"cursor": np.full((2, 3), step, np.int32), "tokens": np.full((2, 4, 8), step, np.int32)}
+
+
 def _save_steps(directory, values: dict[int, float]) -> None:
   mngr = checkpoints.manager(str(directory), keep=5, async_save=True)
   for step, value in values.items():
     checkpoints.save(mngr, _tiny_state(value, step), data_position=10 * step, model_cfg=MODEL,
-                     gin_text="")
+                     gin_text="", data_state=_packer_state(step), data_key=DATA_KEY)
   mngr.wait_until_finished()
   mngr.close()
 
@@ -145,16 +151,17 @@ def _restore(directory, model_cfg=MODEL, abstract=None, **kwargs):
   shardings = jax.tree.map(lambda _: device, abstract)
   mngr = checkpoints.manager(str(directory), keep=5, async_save=False)
   try:
-    return checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, "", **kwargs), mngr
+    return checkpoints.restore_latest(mngr, abstract, shardings, model_cfg, "",
+                                      data_key=DATA_KEY, **kwargs), mngr
   except BaseException:
     mngr.close()
     raise
 
 
 def _damage(step_dir, item: str) -> None:
-  if item == "state":  # a copy cut short: every array file truncated
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
-    assert files, sorted(p.name for p in (step_dir / "state").rglob("*"))
+  if item in ("state", "packer"):  # a copy cut short: every array file truncated
+    files = [p for p in (step_dir / item).rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, sorted(p.name for p in (step_dir / item).rglob("*"))
     for path in files:
       with open(path, "r+b") as f:
         f.truncate(10)
@@ -162,7 +169,7 @@ def _damage(step_dir, item: str) -> None:
     (step_dir / item / "metadata").write_text('{"model": ', encoding="utf-8")
 
 
-@pytest.mark.parametrize("item", ["config", "data", "state"])
+@pytest.mark.parametrize("item", ["config", "data", "state", "packer"])
 def test_a_damaged_newest_step_falls_back_is_moved_aside_and_saved_again(tmp_path, item, caplog,
                                                                          monkeypatch):
   directory = tmp_path / "checkpoints"
@@ -178,6 +185,8 @@ def test_a_damaged_newest_step_falls_back_is_moved_aside_and_saved_again(tmp_pat
     assert not unraisable, [u.exc_value for u in unraisable][:3]
     assert restored.step == 1 and restored.data_position == 10
     np.testing.assert_array_equal(np.asarray(restored.state["params"]["w"]), 1.0)
+    for name, values in _packer_state(1).items():  # the input state of the same step
+      np.testing.assert_array_equal(restored.data_state[name], values)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"Skipping {directory}/2: it cannot be read ("), lines
@@ -298,15 +307,13 @@ def test_a_state_of_another_optimizer_is_refused_not_moved_aside(tmp_path):
   assert (directory / "1" / "state").is_dir() and not (directory / "1.damaged").exists()
 
 
-def _without_file_permission_override():
-  """For a subprocess of root: drops the capabilities that let root write where chmod forbids
-  (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER), so that a read-only directory is
-  read-only for it as for any user. (Running it as `nobody` fails where the interpreter lives
-  under /root, as with pyenv.)"""
-  libc = ctypes.CDLL(None, use_errno=True)
-  for capability in (1, 2, 3):
-    if libc.prctl(24, capability, 0, 0, 0):  # PR_CAPBSET_DROP
-      raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {capability})")
+def _as_an_ordinary_writer(command: list[str]) -> list[str]:
+  """`command`, run so that file permissions bind it: for root, without the capabilities that
+  let it write where chmod forbids (util-linux's setpriv drops them before the exec). Running it
+  as `nobody` instead fails where the interpreter lives under /root, as with pyenv."""
+  if os.geteuid() != 0:
+    return command
+  return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--", *command]
 
 
 def test_a_read_only_checkpoint_directory_during_an_async_save_stops_the_run(tmp_path):
@@ -316,9 +323,8 @@ def test_a_read_only_checkpoint_directory_during_an_async_save_stops_the_run(tmp
              f"--gin.TrainConfig.run_dir='{run_dir}'", "--gin.TrainConfig.steps=100000",
              "--gin.TrainConfig.checkpoint_every=1", "--gin.TrainConfig.async_checkpoint=True",
              "--gin.TrainConfig.keep_checkpoints=3", "--gin.TrainConfig.log_every=1000"]
-  proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, preexec_fn=(_without_file_permission_override
-                                                 if os.geteuid() == 0 else None))
+  proc = subprocess.Popen(_as_an_ordinary_writer(command), env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
   directory = run_dir / "checkpoints"
   try:
     deadline = time.monotonic() + 180

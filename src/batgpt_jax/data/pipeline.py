@@ -164,8 +164,7 @@ def resume_key(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int) 
   A checkpoint's packer state is used only when this key matches; otherwise (the sources or
   the batch changed) the run resumes by reading its data position again from the start.
   """
-  return tasks.digest(repr(cfg), tasks.vocabulary_digest(vocabulary), seq_len, global_batch,
-                      cfg.shards or global_batch)
+  return tasks.digest(repr(cfg), tasks.vocabulary_digest(vocabulary), seq_len, global_batch)
 
 
 class TrainBatches:

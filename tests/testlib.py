@@ -68,6 +68,16 @@ def data_sentences(n: int, seed: int = 0) -> list[str]:
   return out
 
 
+def assert_equal_batches(a: list[dict], b: list[dict]) -> None:
+  """The same batches: the same keys, and every array equal."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
 def preempt_at_batch(monkeypatch, n: int) -> list:
   """SIGTERM to this process when the n-th training batch of the test is taken, so that it
   arrives while that step runs. Returns the list that counts the batches taken."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from batgpt_jax.data import pipeline, tasks, vocab
-from testlib import data_sentences
+from testlib import assert_equal_batches, data_sentences
 
 SEQ_LEN, BATCH = 256, 8  # documents are 20-63 tokens
 KEYS = {"tokens": np.int32, "targets": np.int32, "segment_ids": np.int32,
@@ -28,14 +28,6 @@ def _cfg(corpus_file, **overrides):
 
 def _take(iterator, n):
   return list(itertools.islice(iterator, n))
-
-
-def _assert_equal_batches(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
 def _segments(batches, l2r_id) -> list[tuple]:
@@ -76,9 +68,9 @@ def test_batches_are_deterministic_and_resume_exactly(corpus_file, data_tiny_voc
   cfg = _cfg(corpus_file, direction_mode="sample", seed=3)
   args = dict(seq_len=SEQ_LEN, global_batch=BATCH, process_index=0, process_count=1)
   straight = _take(pipeline.train_batches(cfg, data_tiny_vocab, **args), 10)  # > 2 epochs
-  _assert_equal_batches(straight, _take(pipeline.train_batches(cfg, data_tiny_vocab, **args), 10))
+  assert_equal_batches(straight, _take(pipeline.train_batches(cfg, data_tiny_vocab, **args), 10))
   resumed = _take(pipeline.train_batches(cfg, data_tiny_vocab, start_position=7, **args), 3)
-  _assert_equal_batches(straight[7:], resumed)
+  assert_equal_batches(straight[7:], resumed)
   other_seed = _take(pipeline.train_batches(_cfg(corpus_file, direction_mode="sample", seed=4),
                                             data_tiny_vocab, **args), 1)
   assert not np.array_equal(other_seed[0]["tokens"], straight[0]["tokens"])
@@ -114,12 +106,12 @@ def test_global_batches_are_the_same_for_any_process_count(corpus_file, data_tin
         cfg, data_tiny_vocab, seq_len=SEQ_LEN, global_batch=BATCH, start_position=start,
         process_index=host, process_count=hosts), n)
   one_host = _global(train(0, 4), 1)
-  _assert_equal_batches(one_host, _global(train(0, 4), 2))
-  _assert_equal_batches(one_host[2:], _global(train(2, 2), 4))  # resumed on 4 hosts
+  assert_equal_batches(one_host, _global(train(0, 4), 2))
+  assert_equal_batches(one_host[2:], _global(train(2, 2), 4))  # resumed on 4 hosts
   evaluation = lambda host, hosts: pipeline.eval_batches(
       cfg, data_tiny_vocab, seq_len=SEQ_LEN, global_batch=BATCH, num_batches=2,
       process_index=host, process_count=hosts)
-  _assert_equal_batches(_global(evaluation, 1), _global(evaluation, 4))
+  assert_equal_batches(_global(evaluation, 1), _global(evaluation, 4))
   with pytest.raises(ValueError, match="DataConfig.shards=3 does not divide the global batch"):
     pipeline.train_batches(_cfg(corpus_file, shards=3), data_tiny_vocab, seq_len=SEQ_LEN,
                            global_batch=BATCH, process_index=0, process_count=1)
@@ -130,7 +122,7 @@ def test_eval_batches_are_fixed_held_out_and_both_directions(corpus_file, data_t
   args = dict(seq_len=SEQ_LEN, global_batch=BATCH, num_batches=3, process_index=0,
               process_count=1)
   first = pipeline.eval_batches(cfg, data_tiny_vocab, **args)
-  _assert_equal_batches(first, pipeline.eval_batches(cfg, data_tiny_vocab, **args))
+  assert_equal_batches(first, pipeline.eval_batches(cfg, data_tiny_vocab, **args))
   assert len(first) == 3 and first[0]["tokens"].shape == (BATCH, SEQ_LEN)
   l2r_id, r2l_id = vocab.direction_ids(data_tiny_vocab)
   held_out = {tuple(data_tiny_vocab.encode(d))

@@ -7,7 +7,7 @@ import pytest
 import seqio
 
 from batgpt_jax.data import pipeline, prepared, tasks, vocab
-from testlib import data_sentences
+from testlib import assert_equal_batches, data_sentences
 
 SEQ_LEN, BATCH, SHARDS = 128, 8, 4
 
@@ -32,14 +32,6 @@ def _global(per_host: list[list[dict]]) -> list[dict]:
   """Global batches: every host's rows, concatenated in host order."""
   return [{key: np.concatenate([host[i][key] for host in per_host]) for key in per_host[0][i]}
           for i in range(len(per_host[0]))]
-
-
-def _assert_equal_batches(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
 def _resumed_on_other_hosts(cfg, vocabulary, k, n, saved_by=2, restored_by=4) -> list[dict]:
@@ -85,7 +77,7 @@ def test_states_of_two_hosts_resume_on_four_exactly_like_the_skip_ahead(corpus, 
   oracle = _global([_take(pipeline.train_batches(
       cfg, data_tiny_vocab, seq_len=SEQ_LEN, global_batch=BATCH, start_position=k,
       process_index=0, process_count=1), 6)])  # one host, reading and packing k batches
-  _assert_equal_batches(_resumed_on_other_hosts(cfg, data_tiny_vocab, k, 6), oracle)
+  assert_equal_batches(_resumed_on_other_hosts(cfg, data_tiny_vocab, k, 6), oracle)
   fill = np.mean([(b["segment_ids"] > 0).mean() for b in oracle])
   assert fill >= 0.95, fill
 
@@ -94,12 +86,12 @@ def test_raw_sources_resume_from_the_state_too(data_tiny_vocab):
   cfg = _cfg(tasks.DefaultCorpus(), shuffle_buffer=256)  # tf.data: the state skips documents
   oracle = _take(pipeline.train_batches(cfg, data_tiny_vocab, seq_len=SEQ_LEN, global_batch=BATCH,
                                         start_position=5, process_index=0, process_count=1), 3)
-  _assert_equal_batches(_resumed_on_other_hosts(cfg, data_tiny_vocab, 5, 3), _global([oracle]))
+  assert_equal_batches(_resumed_on_other_hosts(cfg, data_tiny_vocab, 5, 3), _global([oracle]))
 
 
 def _epoch(source, mode, seed=0, shuffle=True) -> list[dict]:
-  elements = prepared.shard_elements(((source, 1.0),), split="validation", mode=mode, seed=seed,
-                                     shuffle=shuffle, shard=0, num_shards=1, l2r_id=3, r2l_id=4)
+  elements = prepared.mixture(((source, 1.0),), split="validation", mode=mode, seed=seed,
+                              shuffle=shuffle, l2r_id=3, r2l_id=4)
   n = len(prepared.documents(source, "validation"))
   return [elements[e] for e in range((2 if mode == "both" else 1) * n)]
 
@@ -132,9 +124,8 @@ def test_mixture_by_rate(corpus, data_tiny_vocab, tmp_path):
   small_docs = {tuple(d["targets"].tolist()) for d in
                 (prepared.documents(small, "train")[i] for i in range(len(
                     prepared.documents(small, "train"))))}
-  elements = prepared.shard_elements(((source, 3.0), (small, 1.0)), split="train", mode="l2r",
-                                     seed=0, shuffle=True, shard=0, num_shards=1, l2r_id=3,
-                                     r2l_id=4)
+  elements = prepared.mixture(((source, 3.0), (small, 1.0)), split="train", mode="l2r", seed=0,
+                              shuffle=True, l2r_id=3, r2l_id=4)
   from_small = np.mean([tuple(elements[e]["targets"][1:].tolist()) in small_docs
                         for e in range(2000)])
   assert from_small == pytest.approx(0.25, abs=0.03)

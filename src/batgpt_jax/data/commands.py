@@ -25,7 +25,7 @@ def add_data_command(sub) -> None:
   prepare.set_defaults(run=run)
 
 
-def sources_gin(output: str, sources_and_rates, prepared_dirs: list[str]) -> str:
+def sources_gin(sources_and_rates, prepared_dirs: list[str]) -> str:
   lines = ["# Written by `batgpt data prepare`: the run's sources, prepared. Add this file",
            "# after the run's own gin files."]
   entries = ", ".join(f"(@source_{i}/Prepared(), {float(rate)!r})"
@@ -59,7 +59,7 @@ def run(args, gin_text: str) -> int:
     directories.append(directory)
   path = os.path.join(args.output, "sources.gin")
   with open(path, "w", encoding="utf-8") as f:
-    f.write(sources_gin(args.output, data_cfg.sources, directories))
+    f.write(sources_gin(data_cfg.sources, directories))
   print(f"Wrote {path}. Train on the prepared data with --gin_file={path} after the run's gin "
         "files.")
   return 0

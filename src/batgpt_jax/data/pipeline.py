@@ -113,18 +113,28 @@ def shard_layout(cfg: DataConfig, global_batch: int, process_index: int | None =
                      global_batch // num_shards, index, count)
 
 
-def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle: bool,
-                 seq_len: int, shard: int, num_shards: int,
-                 state: dict | None = None) -> preprocessors.PackedRows:
+def _prepared_mixture(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle: bool,
+                      seq_len: int):
+  """The prepared sources' mixture, checked against this run once; None for raw sources."""
+  if not prepared.all_prepared(cfg.sources):
+    return None
+  for source, _ in cfg.sources:
+    prepared.check_usable(source, vocabulary, seq_len)
   l2r_id, r2l_id = vocab_lib.direction_ids(vocabulary)
-  if prepared.all_prepared(cfg.sources):
-    for source, _ in cfg.sources:
-      prepared.check_usable(source, vocabulary, seq_len)
-    elements = prepared.shard_elements(cfg.sources, split=split, mode=mode, seed=cfg.seed,
-                                       shuffle=shuffle, shard=shard, num_shards=num_shards,
-                                       l2r_id=l2r_id, r2l_id=r2l_id)
+  return prepared.mixture(cfg.sources, split=split, mode=mode, seed=cfg.seed, shuffle=shuffle,
+                          l2r_id=l2r_id, r2l_id=r2l_id)
+
+
+def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle: bool,
+                 seq_len: int, shard: int, num_shards: int, mixture,
+                 state: dict | None = None) -> preprocessors.PackedRows:
+  """Data shard `shard` of `num_shards`, packed: of the prepared `mixture` (from
+  `_prepared_mixture`) by index, or of the raw sources through seqio when it is None."""
+  if mixture is not None:
+    elements = mixture[shard::num_shards]
     return preprocessors.PackedRows(
         lambda start: (elements[e] for e in itertools.count(start)), seq_len, state)
+  l2r_id, r2l_id = vocab_lib.direction_ids(vocabulary)
   name = tasks.register_mixture(cfg.sources, vocabulary, seq_len=seq_len)
   documents = seqio.get_mixture_or_task(name).get_dataset(
       sequence_length=None, split=split, shuffle=False, seed=cfg.seed + shard,
@@ -227,9 +237,10 @@ def train_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: in
     if shards != {len(layout.shards)}:
       raise ValueError(f"The packer state holds {sorted(shards)} data shards; host "
                        f"{layout.host} reads {len(layout.shards)}.")
-  streams = [_packed_rows(cfg, vocabulary, split="train", mode=cfg.direction_mode, shuffle=True,
-                          seq_len=seq_len, shard=s, num_shards=layout.num_shards,
-                          state=None if resume is None else
+  read = dict(split="train", mode=cfg.direction_mode, shuffle=True, seq_len=seq_len)
+  mixture = _prepared_mixture(cfg, vocabulary, **read)
+  streams = [_packed_rows(cfg, vocabulary, **read, shard=s, num_shards=layout.num_shards,
+                          mixture=mixture, state=None if resume is None else
                           {name: values[i] for name, values in resume.items()})
              for i, s in enumerate(layout.shards)]  # built now, so a bad source fails here
   batches = TrainBatches(streams, layout, _row_fields(cfg), r2l_id, _out_of_data(cfg, layout))
@@ -252,9 +263,10 @@ def eval_batches(cfg: DataConfig, vocabulary, *, seq_len: int, global_batch: int
   layout = shard_layout(cfg, global_batch, process_index, process_count)
   rows = global_batch // layout.hosts
   mode = "l2r" if cfg.direction_mode == "l2r" else "both"
-  stream = map(_row_fields(cfg), _packed_rows(cfg, vocabulary, split="validation", mode=mode,
-                                              shuffle=False, seq_len=seq_len, shard=0,
-                                              num_shards=1))
+  read = dict(split="validation", mode=mode, shuffle=False, seq_len=seq_len)
+  stream = map(_row_fields(cfg), _packed_rows(
+      cfg, vocabulary, **read, shard=0, num_shards=1,
+      mixture=_prepared_mixture(cfg, vocabulary, **read)))
   _, r2l_id = vocab_lib.direction_ids(vocabulary)
   mine = slice(layout.host * rows, (layout.host + 1) * rows)
   batches = []

@@ -6,17 +6,16 @@ features, msgpack-encoded numpy arrays), then DIR/prepared.json, last: a directo
 is an unfinished prepare and is refused. `Prepared(path=DIR)` is then a source like any other in
 `DataConfig.sources`; a mixture is all prepared sources or none.
 
-Reading (`shard_elements`) goes through grain's random-access MapDataset, so element e of a
-data shard costs the same at any e, and resuming a run costs the same at any data position
-(data/pipeline.py):
+Reading (`mixture`) goes through grain's random-access MapDataset, so element e costs the same
+at any e, and resuming a run costs the same at any data position (data/pipeline.py):
   - directions by index arithmetic: 'both' makes 2n elements of n documents (element 2i is
     document i left to right, 2i + 1 right to left); 'sample' directs document i by a keyed
     hash of (seed, source, i); 'l2r' keeps n;
   - a global, seeded permutation of each source's elements (grain's index shuffle: no buffer,
     constant memory), a new one each epoch;
   - sources mixed by rate (grain's deterministic `mix`);
-  - data shard s of S takes elements s, s + S, s + 2S, ... of the mixture, so every shard is a
-    function of the config alone, for any host count.
+  - data shard s of S takes elements s, s + S, s + 2S, ... of the mixture (`mixture[s::S]`,
+    data/pipeline.py), so every shard is a function of the config alone, for any host count.
 
 Why ArrayRecord through grain: a record is read by its number in one seek (the format TFDS and
 grain use for random access), the files are written by a library the stack already has, and
@@ -184,10 +183,10 @@ def _directed(docs: grain.MapDataset, mode: str, seed: int, source_index: int, l
   return docs.map(lambda doc: direct(doc, preprocessors.L2R))
 
 
-def shard_elements(sources_and_rates, *, split: str, mode: str, seed: int, shuffle: bool,
-                   shard: int, num_shards: int, l2r_id: int, r2l_id: int) -> grain.MapDataset:
-  """Data shard `shard` of `num_shards` of the prepared sources' mixture: directed documents
-  ('targets', 'direction', per-token fields), element e by index, forever (sources repeat)."""
+def mixture(sources_and_rates, *, split: str, mode: str, seed: int, shuffle: bool, l2r_id: int,
+            r2l_id: int) -> grain.MapDataset:
+  """The prepared sources' mixture: directed documents ('targets', 'direction', per-token
+  fields), element e by index, forever (sources repeat)."""
   streams, rates = [], []
   for i, (source, rate) in enumerate(sources_and_rates):
     docs = documents(source, split)
@@ -198,5 +197,4 @@ def shard_elements(sources_and_rates, *, split: str, mode: str, seed: int, shuff
       elements = elements.shuffle(seed=seed * 1_000_003 + i)
     streams.append(elements.repeat(None))  # a new permutation each epoch
     rates.append(float(rate))
-  mixed = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, rates)
-  return mixed[shard::num_shards]
+  return streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, rates)

@@ -328,10 +328,12 @@ def test_a_read_only_checkpoint_directory_during_an_async_save_stops_the_run(tmp
   directory = run_dir / "checkpoints"
   try:
     deadline = time.monotonic() + 180
+    # Polled often enough to catch the first save in flight (its step directory made, its items'
+    # not yet): orbax's background threads fail then, the case that once hung the run.
     while not (directory.is_dir() and any(p.name[0].isdigit() for p in directory.iterdir())):
       assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()[-3000:]
-      time.sleep(0.02)
-    for folder, _, _ in os.walk(directory):  # a save in flight or done: everything read-only
+      time.sleep(0.001)
+    for folder, _, _ in os.walk(directory):
       os.chmod(folder, 0o555)
     try:
       stderr = proc.communicate(timeout=60)[1]

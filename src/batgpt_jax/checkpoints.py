@@ -114,9 +114,27 @@ def save(mngr: ocp.CheckpointManager, state: dict, *, data_position: int, model_
   if data_state is not None:
     data["packer_key"] = data_key
     items[PACKER] = ocp.args.StandardSave(_global_blocks(data_state))
-  try:
+  with _write_failures_named(mngr):
     return mngr.save(step, force=force,
                      args=ocp.args.Composite(data=ocp.args.JsonSave(data), **items))
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the async save in flight; one that could not write raises `CheckpointWriteError`.
+
+  After that error, do not wait on or close `mngr` again: orbax's other threads of the failed
+  save may wait for its signals until their timeout (TrainConfig's 1200 s), and each wait
+  raises the same error again.
+  """
+  with _write_failures_named(mngr):
+    mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _write_failures_named(mngr: ocp.CheckpointManager):
+  """Turns orbax's error for storage that refused a write into one `CheckpointWriteError`."""
+  try:
+    yield
   except Exception as err:  # pylint: disable=broad-except  (orbax re-raises its threads' errors)
     problem = logs.storage_write_failure(f"{err} {err.__cause__ or ''}")
     if problem is None:

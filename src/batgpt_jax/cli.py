@@ -45,8 +45,8 @@ def cmd_train(args, gin_text: str) -> int:
     raise SystemExit(f"error: {err}") from None
   except checkpoints.CheckpointWriteError as err:
     print(f"error: {err}", file=sys.stderr, flush=True)
-    # The failed save leaves orbax threads (not daemons) waiting forever for a signal of its
-    # commit, so a normal exit would hang joining them. Nothing is lost by ending now: every
+    # The failed save leaves orbax threads (not daemons) waiting for signals of its commit
+    # until their timeout, so a normal exit would hang joining them (checkpoints.wait). Nothing is lost by ending now: every
     # step listed is complete, and an unfinished one is never listed.
     sys.stdout.flush()
     os._exit(1)  # pylint: disable=protected-access

@@ -232,7 +232,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
   bad_steps = faults.NonFiniteSteps(cfg.max_bad_steps, skipped_before)
   history = []
   compiled = False
-
+  abandoned = False
   calibration = None  # a reward model's held-out score mean and std, saved with its checkpoints
 
   def save(force: bool = False):
@@ -278,17 +278,21 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
         throughput.start(step)  # do not count eval time as training time
       if stop.reached(step):
         save(force=True)
-        mngr.wait_until_finished()
+        checkpoints.wait(mngr)
         logging.warning("Saved step %d after a preemption notice (SIGTERM) or Ctrl-C; exiting. "
                         "Run the same command again to resume.", step)  # every host says so
         history.append({"step": step, "kind": "preempted"})
         break
       if step % cfg.checkpoint_every == 0 or step == cfg.steps:
         save(force=step == cfg.steps)
+  except checkpoints.CheckpointWriteError:
+    abandoned = True  # the failed save's threads may never finish: leave them (see wait)
+    raise
   finally:
     stop.close()
-    mngr.wait_until_finished()
-    mngr.close()
+    if not abandoned:
+      checkpoints.wait(mngr)
+      mngr.close()
     writer.close()
   return history
 

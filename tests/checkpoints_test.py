@@ -352,4 +352,5 @@ def test_a_read_only_checkpoint_directory_during_an_async_save_stops_the_run(tmp
   assert len(lines) == 1, stderr[-3000:]
   assert f"Cannot save checkpoints in {directory}: it is not writable" in lines[0]
   assert "Permission denied" in lines[0] and "Make it writable" in lines[0]
-  assert len(stderr.splitlines()) < 20, stderr[-3000:]  # no screenfuls of tracebacks
+  # No screenfuls of tracebacks; orbax logs one line per failed thread, as many as it started.
+  assert "Traceback" not in stderr and len(stderr.splitlines()) < 100, stderr[-3000:]

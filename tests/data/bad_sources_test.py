@@ -15,7 +15,8 @@ from batgpt_jax.data import tasks
 
 TRAIN = ["train", "--gin_file=smoke.gin", "--gin.TrainConfig.steps=1",
          "--gin.TrainConfig.eval_every=0", "--gin.TrainConfig.global_batch=2",
-         "--gin.TrainConfig.seq_len=32", "--gin.TrainConfig.log_every=1"]
+         "--gin.DataConfig.shards=2", "--gin.TrainConfig.seq_len=32",
+         "--gin.TrainConfig.log_every=1"]
 
 
 def _train(run_dir, *bindings, timeout: int) -> tuple[subprocess.CompletedProcess, float]:

@@ -38,7 +38,8 @@ TrainConfig.steps = 12
 def setup(tmp_path_factory):
   os.environ["BATGPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
   mesh_cfg = mesh_config()
-  return dict(data_cfg=pipeline.DataConfig(vocab_size=SMALL.vocab_size), mesh_cfg=mesh_cfg,
+  return dict(data_cfg=pipeline.DataConfig(vocab_size=SMALL.vocab_size, shards=2),
+              mesh_cfg=mesh_cfg,
               opt_cfg=train_state.OptimizerConfig(learning_rate=3e-3, warmup_steps=5))
 
 

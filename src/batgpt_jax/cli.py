@@ -46,8 +46,9 @@ def cmd_train(args, gin_text: str) -> int:
   except checkpoints.CheckpointWriteError as err:
     print(f"error: {err}", file=sys.stderr, flush=True)
     # The failed save leaves orbax threads (not daemons) waiting for signals of its commit
-    # until their timeout, so a normal exit would hang joining them (checkpoints.wait). Nothing is lost by ending now: every
-    # step listed is complete, and an unfinished one is never listed.
+    # until their timeout, so a normal exit would hang joining them (checkpoints.wait).
+    # Nothing is lost by ending now: every step listed is complete, and an unfinished one is
+    # never listed.
     sys.stdout.flush()
     os._exit(1)  # pylint: disable=protected-access
   if history and history[-1]["kind"] == "preempted":

@@ -554,8 +554,7 @@ def write_run_dir(run_dir: str, cfg: ModelConfig, params: dict,
   mngr = manager(os.fspath(root / "checkpoints"), keep=1, async_save=False)
   try:
     save(mngr, state, data_position=0, model_cfg=cfg, gin_text=gin_text, force=True)
-    mngr.wait_until_finished()
-  finally:
+  finally:  # a synchronous save: nothing is left in flight to wait for
     mngr.close()
   path = root / MODEL_GIN
   path.write_text(gin_text)

@@ -109,8 +109,7 @@ def grow_checkpoint(source: str, out: str, *, big_cfg: ModelConfig, mesh_cfg: pa
   try:
     checkpoints.save(mngr, state, data_position=restored.data_position, model_cfg=big_cfg,
                      gin_text=gin_text, force=True)
-    mngr.wait_until_finished()
-  finally:
+  finally:  # a synchronous save: nothing is left in flight to wait for
     mngr.close()
   step = int(jax.device_get(state["step"]))
   metrics.log_console(f"Wrote {out_dir}/{step} (source step {restored.step}, data position "

@@ -92,3 +92,21 @@ def preempt_at_batch(monkeypatch, n: int) -> list:
 
   monkeypatch.setattr(pipeline.TrainBatches, "__next__", next_batch)
   return taken
+
+
+def direct_continuation_logprob(cfg, params, context, continuation) -> tuple[float, bool]:
+  """(summed log-probability of `continuation` after `context`, whether every token is the
+  argmax) from one unpadded forward pass of the ids alone: what evaluation scorers must equal."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from batgpt_jax.model import transformer  # pylint: disable=import-outside-toplevel
+  ids = [int(i) for i in list(context) + list(continuation)]
+  inputs = jnp.asarray([ids[:-1]], jnp.int32)
+  positions = jnp.arange(inputs.shape[1])[None]
+  logits = jax.jit(transformer.apply, static_argnums=0)(cfg, params, inputs, positions,
+                                                         jnp.ones_like(inputs))
+  logp = np.asarray(jax.nn.log_softmax(logits))[0]
+  rows = range(len(context) - 1, len(ids) - 1)
+  return (sum(float(logp[r, ids[r + 1]]) for r in rows),
+          all(int(np.argmax(logp[r])) == ids[r + 1] for r in rows))

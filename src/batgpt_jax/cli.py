@@ -58,6 +58,11 @@ def cmd_train(args, gin_text: str) -> int:
 
 def cmd_eval(args, gin_text: str) -> int:
   join_processes(args)
+  if args.task == "multiple_choice":
+    # pylint: disable=import-outside-toplevel
+    from batgpt_jax.evaluate import multiple_choice
+    from batgpt_jax.sample import options
+    return options.report_errors(multiple_choice.run)(args, gin_text)
   if args.task == "instructions":
     # pylint: disable=import-outside-toplevel
     from batgpt_jax.evaluate import instruction_eval
@@ -91,15 +96,20 @@ def add_eval_command(sub) -> None:
   evaluate = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
   config.add_gin_flags(evaluate)
   distributed.add_flags(evaluate)
-  evaluate.add_argument("--task", choices=("perplexity", "instructions"), default="perplexity",
+  evaluate.add_argument("--task", choices=("perplexity", "instructions", "multiple_choice"),
+                        default="perplexity",
                         help="perplexity: per-direction loss on the held-out split of "
                              "DataConfig (TrainConfig.run_dir); instructions: exact match per "
-                             "family on the default instruction set (--checkpoint)")
+                             "family on the default instruction set (--checkpoint); "
+                             "multiple_choice: C-Eval/CMMLU-layout accuracy "
+                             "(MultipleChoiceConfig, --checkpoint)")
   from batgpt_jax.sample import commands  # pylint: disable=import-outside-toplevel
   commands.add_model_flags(evaluate)
   evaluate.add_argument("--max_new_tokens", type=int, default=32, help="instructions: reply limit")
   evaluate.add_argument("--show", type=int, default=2,
                         help="instructions: replies printed per family")
+  from batgpt_jax.evaluate import multiple_choice  # pylint: disable=import-outside-toplevel
+  multiple_choice.add_flags(evaluate)
   evaluate.set_defaults(run=cmd_eval)
 
 

@@ -11,7 +11,7 @@ from batgpt_jax.evaluate import loglikelihood
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.sample import options
-from testlib import trained_like_params
+from testlib import direct_continuation_logprob, trained_like_params
 
 CFG = ModelConfig(vocab_size=400, max_len=48, init_std=0.2)
 
@@ -29,13 +29,7 @@ def _log_softmax(cfg, params, ids):
 
 
 def direct(loaded_, context, continuation) -> tuple[float, bool]:
-  """The continuation's log-probability from one unpadded forward pass of the request alone."""
-  ids = list(context) + list(continuation)
-  logp = np.asarray(_log_softmax(loaded_.cfg, loaded_.params, jnp.asarray([ids[:-1]])))[0]
-  rows = range(len(context) - 1, len(ids) - 1)
-  total = sum(float(logp[r, ids[r + 1]]) for r in rows)
-  greedy = all(int(np.argmax(logp[r])) == ids[r + 1] for r in rows)
-  return total, greedy
+  return direct_continuation_logprob(loaded_.cfg, loaded_.params, context, continuation)
 
 
 def _requests(seed=0, n=7):

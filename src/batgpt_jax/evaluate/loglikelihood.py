@@ -104,13 +104,15 @@ def batch_arrays(requests: Sequence[Request], rows: int, width: int) -> dict[str
 
 @functools.partial(jax.jit, static_argnames=("cfg", "loss_chunk", "mesh", "rules"))
 def _scores(cfg: ModelConfig, params, batch, *, loss_chunk: int, mesh, rules):
-  """[rows] summed log-probabilities of the weighted targets, and whether all were argmax."""
+  """[rows, width] log-probabilities of the weighted targets (0 elsewhere); [rows] whether all
+  of them were the argmax. The host sums them in float64: a float32 sum of a long option's
+  tokens would drift by more than the 1e-5 the scores are checked to."""
   sharded = (parallel.activation_sharding(mesh, rules) if mesh is not None
              else contextlib.nullcontext())
   with sharded:
     ce, _, correct = token_terms_lib.token_terms(params, batch, cfg, loss_chunk)  # [rows, width]
   weights = batch["loss_weights"]
-  logprob = -jnp.sum(ce * weights, axis=-1)
+  logprob = -ce * weights
   greedy = jnp.all(correct | (weights == 0), axis=-1)
   return logprob, greedy
 
@@ -143,7 +145,7 @@ def score(loaded, requests: Sequence[Request], *, batch_size: int = 16,
     logprob, greedy = jax.device_get(_scores(cfg, loaded.params, batch, loss_chunk=loss_chunk,
                                              mesh=loaded.mesh, rules=tuple(loaded.rules)))
     for row, i in enumerate(chunk):
-      out[i] = Score(float(logprob[row]), bool(greedy[row]))
+      out[i] = Score(float(np.sum(logprob[row], dtype=np.float64)), bool(greedy[row]))
   return out
 
 

@@ -20,6 +20,7 @@ import json
 import pathlib
 import random
 
+from batgpt_jax.data import evalsets
 from batgpt_jax.data.corpus import generate as corpus_gen
 from batgpt_jax.data.corpus import lexicon as lx
 
@@ -27,7 +28,6 @@ DEFAULT_SEED = 20251202
 DEV_ROWS = 5
 EVAL_ROWS = 20
 LETTERS = "ABCD"
-PACKAGED_DIR = pathlib.Path(__file__).resolve().parent
 
 
 def _choices(rng: random.Random, answer: str, pool) -> tuple[list[str], str]:
@@ -188,7 +188,7 @@ def write(out_dir, seed: int = DEFAULT_SEED) -> int:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out-dir", default=str(PACKAGED_DIR))
+  parser.add_argument("--out-dir", default=str(evalsets.PACKAGED_DIR))
   parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
   args = parser.parse_args(argv)
   print(f"wrote {write(args.out_dir, args.seed)} files under {args.out_dir}")

@@ -53,6 +53,10 @@ def text_request(vocabulary, context: str, continuation: str) -> Request:
   if not continuation:
     raise ValueError(f"An empty continuation after {context[-40:]!r}: there is nothing to score; "
                      "give at least one character.")
+  # A context's trailing spaces belong to the continuation's first piece ('▁world'), as the
+  # whole text would tokenize them.
+  stripped = context.rstrip(" ")
+  context, continuation = stripped, context[len(stripped):] + continuation
   own = [int(i) for i in vocabulary.encode(context)] if context else []
   whole = [int(i) for i in vocabulary.encode(context + continuation)]
   if whole[:len(own)] == own and len(whole) > len(own):

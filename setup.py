@@ -35,6 +35,8 @@ setuptools.setup(
     package_data={"batgpt_jax": ["data/corpus/*.txt.gz", "gin/*.gin", "gin/*/*.gin",
                                  "data/instructions/*.jsonl.gz",  # the default instruction set
                                  "data/planted/*.jsonl.gz",  # the planted preference tasks
+                                 # the multiple-choice sets in the C-Eval and CMMLU layouts
+                                 "data/evalsets/*/*.json", "data/evalsets/*/*/*.csv",
                                  # the annotation app's pages and its Alembic migrations
                                  "annotate/templates/*.html", "annotate/static/*",
                                  "annotate/alembic.ini", "annotate/migrations/*.py",
@@ -47,7 +49,10 @@ setuptools.setup(
         # torch is pinned exactly: 2.13.0 is the CPU build; a looser range pulls a CUDA build.
         # pytest-xdist: `make test` runs the suite in two worker processes, one per core here.
         "test": ["pytest>=8,<10", "pytest-xdist>=3.8,<4", "torch==2.13.0",
-                 "transformers>=5.24,<5.25"],
+                 "transformers>=5.24,<5.25", "lm-eval>=0.4.13,<0.5"],
+        # lm-evaluation-harness tasks on our checkpoints (evaluate/lm_eval_adapter.py); it needs
+        # no torch for the `batgpt` model class.
+        "eval": ["lm-eval>=0.4.13,<0.5"],
         "bench": ["matplotlib>=3.9,<4"],
         # `batgpt annotate` (the labelling web app). Playwright only drives Debian's chromium in
         # the browser tests; it never downloads a browser here.

@@ -73,7 +73,8 @@ class MultipleChoiceConfig:
 
   @property
   def directory(self) -> pathlib.Path:
-    return pathlib.Path(self.data_dir) if self.data_dir else evalsets.PACKAGED_DIR / self.layout
+    return (pathlib.Path(self.data_dir).expanduser() if self.data_dir
+            else evalsets.PACKAGED_DIR / self.layout)
 
   @property
   def eval_split(self) -> str:

@@ -24,11 +24,9 @@ import pathlib
 from typing import NamedTuple, Sequence
 
 import gin
-from etils import epath
 
-from batgpt_jax.data import evalsets
-from batgpt_jax.evaluate import loglikelihood
-from batgpt_jax.train import metrics
+# The scorer, the metrics writer, epath and the data package (evalsets) load JAX or TensorFlow:
+# imported where they are used, so that `batgpt eval --help` (which calls `add_flags`) stays light.
 
 LETTERS = ("A", "B", "C", "D")
 LAYOUTS = ("ceval", "cmmlu")
@@ -73,6 +71,7 @@ class MultipleChoiceConfig:
 
   @property
   def directory(self) -> pathlib.Path:
+    from batgpt_jax.data import evalsets  # pylint: disable=import-outside-toplevel
     return (pathlib.Path(self.data_dir).expanduser() if self.data_dir
             else evalsets.PACKAGED_DIR / self.layout)
 
@@ -193,6 +192,7 @@ def accuracy_table(questions: Sequence[Question], predicted: Sequence[str]) -> d
 def score_questions(loaded, prompts: Sequence[str], questions: Sequence[Question],
                     continuation: str, batch_size: int) -> list[list[float]]:
   """[question][choice] log-likelihood of each choice's continuation after its prompt."""
+  from batgpt_jax.evaluate import loglikelihood  # pylint: disable=import-outside-toplevel
   requests = [loglikelihood.text_request(loaded.vocabulary, p, choice)
               for p, q in zip(prompts, questions) for choice in choice_texts(q, continuation)]
   scores = loglikelihood.score(loaded, requests, batch_size=batch_size)
@@ -266,8 +266,10 @@ def config_from_flags(args) -> MultipleChoiceConfig:
 def run(args, gin_text: str) -> int:
   """The `--task=multiple_choice` branch of `batgpt eval`."""
   del gin_text
-  # pylint: disable-next=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from etils import epath
   from batgpt_jax.sample import options
+  from batgpt_jax.train import metrics
   cfg = config_from_flags(args)
   loaded = options.load_from_flags(args)
   results = evaluate(loaded, cfg)

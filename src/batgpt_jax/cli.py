@@ -58,11 +58,12 @@ def cmd_train(args, gin_text: str) -> int:
 
 def cmd_eval(args, gin_text: str) -> int:
   join_processes(args)
-  if args.task == "multiple_choice":
+  if args.task in ("multiple_choice", "generation", "win_rate"):
     # pylint: disable=import-outside-toplevel
-    from batgpt_jax.evaluate import multiple_choice
+    import importlib
     from batgpt_jax.sample import options
-    return options.report_errors(multiple_choice.run)(args, gin_text)
+    task = importlib.import_module(f"batgpt_jax.evaluate.{args.task}")
+    return options.report_errors(task.run)(args, gin_text)
   if args.task == "instructions":
     # pylint: disable=import-outside-toplevel
     from batgpt_jax.evaluate import instruction_eval
@@ -96,20 +97,29 @@ def add_eval_command(sub) -> None:
   evaluate = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
   config.add_gin_flags(evaluate)
   distributed.add_flags(evaluate)
-  evaluate.add_argument("--task", choices=("perplexity", "instructions", "multiple_choice"),
+  evaluate.add_argument("--task", choices=("perplexity", "instructions", "multiple_choice",
+                                            "generation", "win_rate"),
                         default="perplexity",
                         help="perplexity: per-direction loss on the held-out split of "
                              "DataConfig (TrainConfig.run_dir); instructions: exact match per "
                              "family on the default instruction set (--checkpoint); "
                              "multiple_choice: C-Eval/CMMLU-layout accuracy "
-                             "(MultipleChoiceConfig, --checkpoint)")
+                             "(MultipleChoiceConfig, --checkpoint); generation: exact match and "
+                             "contains on a prompt set (GenerationConfig, --checkpoint); "
+                             "win_rate: --checkpoint's replies against --baseline's, judged by "
+                             "--judge in both orders (WinRateConfig)")
   from batgpt_jax.sample import commands  # pylint: disable=import-outside-toplevel
   commands.add_model_flags(evaluate)
-  evaluate.add_argument("--max_new_tokens", type=int, default=32, help="instructions: reply limit")
+  evaluate.add_argument("--max_new_tokens", type=int, default=None,
+                        help="instructions (default 32), generation, win_rate (default "
+                             "GenerationConfig.max_new_tokens): reply limit")
   evaluate.add_argument("--show", type=int, default=2,
-                        help="instructions: replies printed per family")
-  from batgpt_jax.evaluate import multiple_choice  # pylint: disable=import-outside-toplevel
+                        help="instructions: replies printed per family; generation: in all")
+  # pylint: disable-next=import-outside-toplevel
+  from batgpt_jax.evaluate import generation, multiple_choice, win_rate
   multiple_choice.add_flags(evaluate)
+  generation.add_flags(evaluate)
+  win_rate.add_flags(evaluate)
   evaluate.set_defaults(run=cmd_eval)
 
 

@@ -59,7 +59,7 @@ def shown_replies(examples: Sequence[instructions.HeldOutExample], answers: Sequ
 
 def run(args, loaded) -> int:
   """The `--task=instructions` branch of `batgpt eval`: print, and write JSON beside the run."""
-  scores = evaluate(loaded, max_new_tokens=args.max_new_tokens, show=args.show)
+  scores = evaluate(loaded, max_new_tokens=args.max_new_tokens or 32, show=args.show)
   metrics.log_console(f"Held-out instructions of {loaded.source}:\n"
                       f"{instructions.format_scores(scores)}")
   for family, shown in scores["examples"].items():

@@ -19,7 +19,6 @@ RUN/eval/multiple_choice-{layout}-{split}-{step}.json and the scalars to RUN/ten
 import csv
 import dataclasses
 import json
-import os
 import pathlib
 from typing import NamedTuple, Sequence
 
@@ -267,7 +266,7 @@ def run(args, gin_text: str) -> int:
   """The `--task=multiple_choice` branch of `batgpt eval`."""
   del gin_text
   # pylint: disable=import-outside-toplevel
-  from etils import epath
+  from batgpt_jax.evaluate import results as results_lib
   from batgpt_jax.sample import options
   from batgpt_jax.train import metrics
   cfg = config_from_flags(args)
@@ -275,13 +274,7 @@ def run(args, gin_text: str) -> int:
   results = evaluate(loaded, cfg)
   metrics.log_console(f"Multiple choice ({cfg.layout}, {results['split']}, scoring the "
                       f"{cfg.continuation}) of {loaded.source}:\n{format_results(results)}")
-  checkpoints_dir, step = os.path.split(loaded.source)
-  run_dir = epath.Path(checkpoints_dir).parent
-  out = run_dir / "eval" / f"multiple_choice-{cfg.layout}-{results['split']}-{step}.json"
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(results, ensure_ascii=False, indent=1))
-  writer = metrics.Writer(str(run_dir / "tensorboard"))
-  writer.scalars(int(step), scalars(results), prefix="eval_mc/")
-  writer.close()
+  out = results_lib.write(loaded.source, f"multiple_choice-{cfg.layout}-{results['split']}",
+                          results, scalars(results), "eval_mc/")
   metrics.log_console(f"Wrote {out}")
   return 0

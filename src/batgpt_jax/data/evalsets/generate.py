@@ -4,12 +4,15 @@
 
 writes DIR/ceval/{dev,val,test}/{subject}_{split}.csv (columns id,question,A,B,C,D,answer,
 explanation) and DIR/cmmlu/{dev,test}/{subject}.csv (an unnamed index column, then
-Question,A,B,C,D,Answer), plus DIR/{layout}/subject_names.json (the name the prompt header uses).
+Question,A,B,C,D,Answer), plus DIR/{layout}/subject_names.json (the name the prompt header uses), and the generation set
+DIR/generation/default.jsonl (`evaluate/generation.py`): the same kinds of question asked
+openly, one JSON record a line with its accepted answers and its category.
 Every question is written by this project from the embedded corpus's lexicon
 (`data/corpus/lexicon.py`) and arithmetic: the facts the default corpus states (what an animal
 eats, where it lives, the months of a season, the day after a day) and sums in English words,
 Chinese numerals and digits. Each subject has DEV_ROWS dev rows (for 5-shot prompts) and
-EVAL_ROWS rows in each other split. Pure standard library; the files depend only on the seed and
+EVAL_ROWS rows in each other split; the generation set has GENERATION_ROWS prompts a subject,
+drawn apart from the multiple-choice rows. Pure standard library; the files depend only on the seed and
 are byte-reproducible (`tests/data/evalsets_test.py` checks the shipped ones).
 """
 
@@ -27,6 +30,7 @@ from batgpt_jax.data.corpus import lexicon as lx
 DEFAULT_SEED = 20251202
 DEV_ROWS = 5
 EVAL_ROWS = 20
+GENERATION_ROWS = 20
 LETTERS = "ABCD"
 
 
@@ -173,7 +177,23 @@ def generate(seed: int = DEFAULT_SEED) -> dict[str, str]:
               [(i, *row[:-1]) for i, row in enumerate(rows)])
     names = {subject: name for subject, (_, name) in subjects.items()}
     files[f"{layout}/subject_names.json"] = json.dumps(names, ensure_ascii=False, indent=1) + "\n"
+  files["generation/default.jsonl"] = "".join(
+      json.dumps(r, ensure_ascii=False) + "\n" for r in generation_records(seed))
   return files
+
+
+def generation_records(seed: int = DEFAULT_SEED) -> list[dict]:
+  """The open questions of every subject, English and Chinese: {prompt, answers, category}."""
+  records = []
+  for subject, (make, _) in {**CEVAL_SUBJECTS, **CMMLU_SUBJECTS}.items():
+    rng = random.Random(f"{seed}/generation/{subject}")
+    for question, *options, letter, _ in subject_rows(make, rng, GENERATION_ROWS, set()):
+      answer = options[LETTERS.index(letter)]
+      answers = [answer]
+      if subject == "arithmetic":  # a sum may be answered in digits or in words
+        answers.append(corpus_gen.words(int(answer)))
+      records.append({"category": subject, "prompt": question, "answers": answers})
+  return records
 
 
 def write(out_dir, seed: int = DEFAULT_SEED) -> int:

@@ -126,7 +126,7 @@ def test_both_packaged_layouts_read_and_regenerate_byte_for_byte(tmp_path):
       rows = mc.read_questions(layout, directory, split, subject)
       assert len(rows) == generate.EVAL_ROWS and all(q.answer in "ABCD" for q in rows)
   assert any("\u4e00" <= ch <= "\u9fff" for q in rows for ch in q.question)  # Chinese subjects
-  assert generate.write(tmp_path) == 17
+  assert generate.write(tmp_path) == 18
   for path in tmp_path.rglob("*"):
     if path.is_file():
       assert path.read_bytes() == (evalsets.PACKAGED_DIR / path.relative_to(tmp_path)).read_bytes()

@@ -20,6 +20,7 @@ Results: JSON to A's RUN/eval/win_rate-vs-{B's run}-{step}.json (every prompt's 
 verdicts) and the scalars to A's TensorBoard.
 """
 
+import contextlib
 import dataclasses
 from typing import Callable, Sequence
 
@@ -85,21 +86,33 @@ def reward_judge(model, vocabulary, prompts, cfg: WinRateConfig) -> OrderJudge:
   from batgpt_jax.align import reward_score  # pylint: disable=import-outside-toplevel
 
   def judge(first, second):
-    rewards = reward_score.score_pairs(model, vocabulary, _pairs(prompts, first, second),
-                                       seq_len=cfg.seq_len, batch=cfg.batch_size)
+    with _seq_len_named(cfg):
+      rewards = reward_score.score_pairs(model, vocabulary, _pairs(prompts, first, second),
+                                         seq_len=cfg.seq_len, batch=cfg.batch_size)
     return 0.5 * (1.0 + np.tanh((rewards[:, 0] - rewards[:, 1]) / 2.0))  # sigmoid, no overflow
 
   return judge
 
 
-def labeller_judge(judge_model, prompts, template: str) -> OrderJudge:
+@contextlib.contextmanager
+def _seq_len_named(cfg: WinRateConfig):
+  """The judges' "does not fit" errors name their own flag; here the setting is gin's."""
+  try:
+    yield
+  except ValueError as err:
+    raise ValueError(f"{err} For win_rate the row length is WinRateConfig.seq_len "
+                     f"(now {cfg.seq_len}).") from None
+
+
+def labeller_judge(judge_model, prompts, template: str, cfg: WinRateConfig) -> OrderJudge:
   """P(first better) = the labeller's P(A) with the first reply shown as answer A."""
   from batgpt_jax.align import label  # pylint: disable=import-outside-toplevel
 
   def judge(first, second):
     questions = [label.judge_prompts(pair, template)[0]
                  for pair in _pairs(prompts, first, second)]
-    return np.asarray(judge_model(questions))
+    with _seq_len_named(cfg):
+      return np.asarray(judge_model(questions))
 
   return judge
 
@@ -119,7 +132,8 @@ def load_judge(path: str, kind: str, vocabulary, prompts, cfg: WinRateConfig, *,
   params = heads.decoder_params(loaded.params)
   judge_model = label.model_judge(loaded.cfg, params, vocabulary, seq_len=cfg.seq_len,
                                   batch=cfg.batch_size)
-  return labeller_judge(judge_model, prompts, label.judge_settings()["template"]), loaded.source
+  return (labeller_judge(judge_model, prompts, label.judge_settings()["template"], cfg),
+          loaded.source)
 
 
 def evaluate(loaded_a, loaded_b, judge: OrderJudge, prompts, generation_cfg) -> dict:

@@ -36,7 +36,8 @@ setuptools.setup(
                                  "data/instructions/*.jsonl.gz",  # the default instruction set
                                  "data/planted/*.jsonl.gz",  # the planted preference tasks
                                  # the multiple-choice sets in the C-Eval and CMMLU layouts
-                                 "data/evalsets/*/*.json", "data/evalsets/*/*/*.csv",
+                                 "data/evalsets/*/*.json", "data/evalsets/*/*.jsonl",
+                                 "data/evalsets/*/*/*.csv",
                                  # the annotation app's pages and its Alembic migrations
                                  "annotate/templates/*.html", "annotate/static/*",
                                  "annotate/alembic.ini", "annotate/migrations/*.py",

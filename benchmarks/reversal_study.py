@@ -1,6 +1,6 @@
 """The reversal study: does training in both directions lift the "reversal curse"?
 
-  python benchmarks/reversal_study.py          # 4 variants x 2 seeds, ~20 minutes on a 2-core CPU
+  python benchmarks/reversal_study.py          # 4 variants x 2 seeds, ~10 minutes on a 2-core CPU
   python benchmarks/reversal_study.py --dry    # a minute or two: proves the pipeline, not numbers
 
 The tiny model (gin/models/tiny.gin) is trained on synthetic facts (benchmarks/reversal_facts.py:

@@ -196,3 +196,87 @@ def test_directed_document_is_the_numpy_twin_of_assign_directions():
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
   with pytest.raises(ValueError, match="ending in EOS"):
     preprocessors.directed_document({"targets": np.array([5, 6])}, 0, L2R_ID, R2L_ID)
+
+
+# --- r2l_unit='word' ------------------------------------------------------------------------------
+
+def _word_starts(vocabulary) -> np.ndarray:
+  from batgpt_jax.data import word_units  # pylint: disable=import-outside-toplevel
+  return word_units.word_start_table(vocabulary)
+
+
+def test_word_reversal_decodes_to_the_words_reversed(data_tiny_vocab):
+  text = "The baker sells bread to the small town number 7."
+  ids = data_tiny_vocab.encode(text) + [EOS]
+  l2r_id, r2l_id = vocab.direction_ids(data_tiny_vocab)
+  starts = _word_starts(data_tiny_vocab)
+  directed = list(preprocessors.assign_directions(
+      _docs_dataset([ids]), mode="both", seed=0, l2r_id=l2r_id, r2l_id=r2l_id, unit="word",
+      word_starts=starts).as_numpy_iterator())
+  assert directed[0]["targets"].tolist() == [l2r_id] + ids  # L2R untouched
+  r2l = directed[1]["targets"].tolist()
+  assert r2l[0] == r2l_id and r2l[-1] == EOS and len(r2l) == len(ids) + 1
+  assert sorted(r2l[1:-1]) == sorted(ids[:-1])  # a permutation of the body
+  # '7.' is one word ('▁7' then '.'): punctuation travels with the word before it.
+  assert data_tiny_vocab.decode(r2l[1:-1]) == "7. number town small the to bread sells baker The"
+
+
+def test_word_mode_tf_path_equals_its_numpy_twin_with_fields(data_tiny_vocab):
+  l2r_id, r2l_id = vocab.direction_ids(data_tiny_vocab)
+  starts = _word_starts(data_tiny_vocab)
+  for text in ("Kelmon Torwick works for Valdris Melby.", "她在北京吃饭。 Then 42 cats.", "x"):
+    ids = np.asarray(data_tiny_vocab.encode(text) + [EOS], np.int32)
+    doc = {"targets": ids, "loss_mask": np.arange(len(ids), dtype=np.int32)}
+    (_, want) = list(preprocessors.assign_directions(
+        tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in doc.items()}), mode="both",
+        seed=0, l2r_id=l2r_id, r2l_id=r2l_id, unit="word",
+        word_starts=starts).as_numpy_iterator())
+    got = preprocessors.directed_document(doc, 1, l2r_id, r2l_id, "word", starts)
+    for key in ("targets", "loss_mask", "direction"):
+      np.testing.assert_array_equal(got[key], want[key], err_msg=f"{text!r}: {key}")
+    # the field moved exactly with the tokens: loss_mask held each token's position
+    np.testing.assert_array_equal(got["targets"][1:], ids[got["loss_mask"][1:]])
+    assert got["loss_mask"][0] == 0 and got["loss_mask"][-1] == len(ids) - 1
+
+
+def test_word_starts_follow_the_vocabulary(data_tiny_vocab):
+  from batgpt_jax.data import word_units  # pylint: disable=import-outside-toplevel
+  starts = _word_starts(data_tiny_vocab)
+  sp = data_tiny_vocab.tokenizer
+  assert starts.shape == (sp.get_piece_size(),)
+  for i in range(sp.get_piece_size()):
+    piece = sp.id_to_piece(i)
+    if piece.startswith("\u2581"):
+      assert starts[i], piece
+  assert word_units.piece_starts_word("我", is_byte=False, is_special=False)
+  assert word_units.piece_starts_word("<0xE5>", is_byte=True, is_special=False)  # a CJK lead
+  assert not word_units.piece_starts_word("<0x8C>", is_byte=True, is_special=False)
+  assert not word_units.piece_starts_word("ing", is_byte=False, is_special=False)
+  # A CJK character spelled in bytes moves as one: [▁a][<E5><8C><97>][b] -> [<E5><8C><97>b][▁a]
+  table = np.array([False, True, True, False, False], bool)  # ids: 0 -, 1 ▁a, 2 E5, 3 8C/97, 4 b
+  assert word_units.reversed_units([1, 2, 3, 3, 4], "word", table) == [2, 3, 3, 4, 1]
+  assert word_units.reversed_units([1, 2, 3, 3, 4], "token", None) == [4, 3, 3, 2, 1]
+
+
+def test_token_mode_is_unchanged_by_the_unit_argument():
+  docs = [[5, 6, 7, EOS], [8, 9, EOS], [EOS]]
+  default = _directed(docs, "both")
+  explicit = list(preprocessors.assign_directions(
+      _docs_dataset(docs), mode="both", seed=0, l2r_id=L2R_ID, r2l_id=R2L_ID,
+      unit="token").ragged_batch(10).as_numpy_iterator())[0]
+  assert default == [(0, [L2R_ID, 5, 6, 7, EOS]), (1, [R2L_ID, 7, 6, 5, EOS]),
+                     (0, [L2R_ID, 8, 9, EOS]), (1, [R2L_ID, 9, 8, EOS]),
+                     (0, [L2R_ID, EOS]), (1, [R2L_ID, EOS])]
+  assert [t.tolist() for t in explicit["targets"]] == [t for _, t in default]
+
+
+def test_bad_r2l_unit_is_refused():
+  with pytest.raises(ValueError, match=r"r2l_unit='char'; expected one of \('token', 'word'\)"):
+    preprocessors.assign_directions(_docs_dataset([[5, EOS]]), mode="both", seed=0,
+                                    l2r_id=L2R_ID, r2l_id=R2L_ID, unit="char")
+  with pytest.raises(ValueError, match="word-start table"):
+    preprocessors.directed_document({"targets": np.array([5, EOS])}, 1, L2R_ID, R2L_ID, "word")
+  from batgpt_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"DataConfig.r2l_unit='words'; expected one of"):
+    pipeline.DataConfig(r2l_unit="words")
+  assert pipeline.DataConfig().r2l_unit == "token"

@@ -81,3 +81,24 @@ def test_chat_template():
       "[System]\n\n Be brief.\n\n<eot>"
       "[Turn 1]\n\n[User] Hi\n\n[Assistant] Hello!\n\n<eop>"
       "[Turn 2]\n\n[User] And now?\n\n[Assistant]")
+
+
+def test_word_unit_r2l_prompts_and_continuations(data_tiny_vocab):
+  # A word-unit model reads R2L text word by word, last word first: its prompt is reversed so,
+  # and what it writes (words last to first) is put back in reading order.
+  from batgpt_jax.data import word_units  # pylint: disable=import-outside-toplevel
+  _, r2l_id = vocab.direction_ids(data_tiny_vocab)
+  starts = word_units.word_start_table(data_tiny_vocab)
+  tail = TAIL.lstrip()
+  prompt = text.prompt_ids(data_tiny_vocab, tail, "r2l", "word")
+  assert prompt[0] == r2l_id
+  assert data_tiny_vocab.decode(prompt[1:]) == "market. the"
+  assert text.prompt_ids(data_tiny_vocab, tail, "r2l") != prompt  # the token unit differs
+  head, _ = _split_ids(data_tiny_vocab)
+  written = word_units.reversed_units(head, "word", starts)  # HEAD's words, last first
+  assert data_tiny_vocab.decode(written) == "to bread sells baker The"
+  before = text.continuation_text(data_tiny_vocab, prompt, written, "r2l", "word")
+  assert before + tail == HEAD + TAIL
+  assert text.output_text(data_tiny_vocab, written, "r2l", "word") == HEAD
+  assert text.prompt_ids(data_tiny_vocab, HEAD, "l2r", "word") == text.prompt_ids(
+      data_tiny_vocab, HEAD, "l2r")  # l2r ignores the unit

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from batgpt_jax.data import preferences, prepared, preprocessors, tasks
 from batgpt_jax.data import vocab as vocab_lib
+from batgpt_jax.data import word_units
 from batgpt_jax.data.tasks import DefaultCorpus
 
 
@@ -47,6 +48,7 @@ class DataConfig:
 
   sources: tuple = ((DefaultCorpus(), 1.0),)  # (source, rate) pairs: the mixture
   direction_mode: str = "both"  # 'both' | 'sample' | 'l2r'
+  r2l_unit: str = "token"  # 'token' | 'word': what an R2L document reverses (data/word_units.py)
   seed: int = 0
   vocab_path: str | None = None  # None: the default vocabulary, trained on the embedded corpus
   vocab_size: int = 2048  # only for the default vocabulary
@@ -59,6 +61,7 @@ class DataConfig:
     if self.direction_mode not in preprocessors.DIRECTION_MODES:
       raise ValueError(f"DataConfig.direction_mode={self.direction_mode!r}; expected one of "
                        f"{preprocessors.DIRECTION_MODES}.")
+    word_units.check_unit(self.r2l_unit, "DataConfig.r2l_unit")
     chat_sources = [s for s, _ in self.sources if tasks.source_kind(s) != "pretrain"]
     if chat_sources and self.direction_mode != "l2r":
       # Chat is read and generated left to right: an R2L conversation would teach replies that
@@ -120,9 +123,15 @@ def _prepared_mixture(cfg: DataConfig, vocabulary, *, split: str, mode: str, shu
     return None
   for source, _ in cfg.sources:
     prepared.check_usable(source, vocabulary, seq_len)
-  l2r_id, r2l_id = vocab_lib.direction_ids(vocabulary)
   return prepared.mixture(cfg.sources, split=split, mode=mode, seed=cfg.seed, shuffle=shuffle,
-                          l2r_id=l2r_id, r2l_id=r2l_id)
+                          **_direction_args(cfg, vocabulary))
+
+
+def _direction_args(cfg: DataConfig, vocabulary) -> dict:
+  """What directing a document needs: the direction ids, the R2L unit and its word table."""
+  l2r_id, r2l_id = vocab_lib.direction_ids(vocabulary)
+  starts = word_units.word_start_table(vocabulary) if cfg.r2l_unit == "word" else None
+  return dict(l2r_id=l2r_id, r2l_id=r2l_id, unit=cfg.r2l_unit, word_starts=starts)
 
 
 def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle: bool,
@@ -134,14 +143,13 @@ def _packed_rows(cfg: DataConfig, vocabulary, *, split: str, mode: str, shuffle:
     elements = mixture[shard::num_shards]
     return preprocessors.PackedRows(
         lambda start: (elements[e] for e in itertools.count(start)), seq_len, state)
-  l2r_id, r2l_id = vocab_lib.direction_ids(vocabulary)
   name = tasks.register_mixture(cfg.sources, vocabulary, seq_len=seq_len)
   documents = seqio.get_mixture_or_task(name).get_dataset(
       sequence_length=None, split=split, shuffle=False, seed=cfg.seed + shard,
       shard_info=seqio.ShardInfo(index=shard, num_shards=num_shards), num_epochs=None,
       trim_output_features=False)  # [n] int32 token ids per document, ending in EOS
   directed = preprocessors.assign_directions(documents, mode=mode, seed=cfg.seed,
-                                             l2r_id=l2r_id, r2l_id=r2l_id)
+                                             **_direction_args(cfg, vocabulary))
   buffer = math.ceil(cfg.shuffle_buffer / num_shards)
   if shuffle and buffer > 1:
     directed = directed.shuffle(buffer, seed=cfg.seed * 1_000_003 + shard)

@@ -171,9 +171,10 @@ def sample_direction(seed: int, source_index: int, document: int) -> int:
   return (x ^ (x >> 31)) & 1
 
 
-def _directed(docs: grain.MapDataset, mode: str, seed: int, source_index: int, l2r_id: int,
-              r2l_id: int) -> grain.MapDataset:
-  direct = functools.partial(preprocessors.directed_document, l2r_id=l2r_id, r2l_id=r2l_id)
+def _directed(docs: grain.MapDataset, mode: str, seed: int, source_index: int,
+              **direction_args) -> grain.MapDataset:
+  # direction_args: l2r_id, r2l_id, unit, word_starts (preprocessors.directed_document)
+  direct = functools.partial(preprocessors.directed_document, **direction_args)
   if mode == "both":
     return grain.MapDataset.range(2 * len(docs)).map(
         lambda j: direct(docs[j // 2], j % 2))
@@ -184,15 +185,18 @@ def _directed(docs: grain.MapDataset, mode: str, seed: int, source_index: int, l
 
 
 def mixture(sources_and_rates, *, split: str, mode: str, seed: int, shuffle: bool, l2r_id: int,
-            r2l_id: int) -> grain.MapDataset:
+            r2l_id: int, unit: str = "token",
+            word_starts=None) -> grain.MapDataset:
   """The prepared sources' mixture: directed documents ('targets', 'direction', per-token
-  fields), element e by index, forever (sources repeat)."""
+  fields), element e by index, forever (sources repeat). unit, word_starts: the R2L unit
+  (DataConfig.r2l_unit) and, for 'word', the vocabulary's word-start table."""
   streams, rates = [], []
   for i, (source, rate) in enumerate(sources_and_rates):
     docs = documents(source, split)
     if not len(docs):
       raise ValueError(f"The {split} split of Prepared(path={source.path!r}) has no documents.")
-    elements = _directed(docs, mode, seed, i, l2r_id, r2l_id)
+    elements = _directed(docs, mode, seed, i, l2r_id=l2r_id, r2l_id=r2l_id, unit=unit,
+                         word_starts=word_starts)
     if shuffle:
       elements = elements.shuffle(seed=seed * 1_000_003 + i)
     streams.append(elements.repeat(None))  # a new permutation each epoch

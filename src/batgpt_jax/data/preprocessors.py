@@ -1,7 +1,9 @@
 """Direction assignment (L2R / R2L), packing with segment ids and positions, and targets.
 
 Direction is data: an L2R document is [<l2r>] + tokens (ending in EOS); an R2L document is
-[<r2l>] + its tokens reversed, with the EOS kept last. Each document also carries
+[<r2l>] + its tokens reversed, with the EOS kept last; with unit 'word' (DataConfig.r2l_unit) its
+words are reversed instead, each word's tokens kept in order (data/word_units.py says what a word
+is). Each document also carries
 `direction` (0 = L2R, 1 = R2L) so that chunks of an over-long R2L document, which do not start
 with <r2l>, are still counted as R2L after packing.
 
@@ -11,7 +13,7 @@ each its own segment; no other document is ever split.
 
 Per-token fields. Any feature of a document besides 'targets' and 'direction' (instruction data
 has 'loss_mask', one int per target) is carried along: the direction token gets 0, an R2L
-document's field is reversed like its tokens, and packing lays it out beside the tokens (0 in
+document's field is permuted exactly like its tokens, and packing lays it out beside the tokens (0 in
 padding). make_targets turns 'loss_mask' into loss_weights. Documents without such fields give
 exactly the rows they gave before fields were carried.
 """
@@ -22,6 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
+from batgpt_jax.data import word_units
 from batgpt_jax.data.vocab import EOS_ID
 
 DIRECTION_MODES = ("both", "sample", "l2r")
@@ -30,18 +33,28 @@ _OPEN_ROWS = 8  # rows kept open for best-fit packing: more fill rows better but
 _DOCS_PER_READ = 256
 
 
-def _directed(values: tf.Tensor, direction: int, first) -> tf.Tensor:
-  """[first] + values (L2R), or [first] + values reversed with the last (EOS) kept last (R2L)."""
+def _r2l_order(tokens: tf.Tensor, unit: str, word_starts) -> tf.Tensor:
+  """[n - 1] indices putting the body (EOS excluded) in R2L order; word_units.r2l_order in tf."""
+  body = tokens[:-1]
+  if unit == "token":
+    return tf.range(tf.size(body) - 1, -1, -1)
+  words = tf.cumsum(tf.cast(tf.gather(word_starts, body), tf.int32))  # word number per token
+  return tf.argsort(-words, stable=True)  # last word first, each word's tokens in order
+
+
+def _directed(values: tf.Tensor, direction: int, first, order) -> tf.Tensor:
+  """[first] + values (L2R), or [first] + the body in R2L `order`, the last (EOS) kept last."""
   if direction == L2R:
     return tf.concat([[first], values], axis=0)
-  return tf.concat([[first], tf.reverse(values[:-1], axis=[0]), values[-1:]], axis=0)
+  return tf.concat([[first], tf.gather(values[:-1], order), values[-1:]], axis=0)
 
 
 def _with_direction(tokens: tf.Tensor, fields: dict, direction: int, l2r_id: int,
-                    r2l_id: int) -> dict:
-  out = {name: _directed(values, direction, tf.zeros((), values.dtype))
+                    r2l_id: int, unit: str, word_starts) -> dict:
+  order = None if direction == L2R else _r2l_order(tokens, unit, word_starts)
+  out = {name: _directed(values, direction, tf.zeros((), values.dtype), order)
          for name, values in fields.items()}  # per-token fields: 0 under the direction token
-  out.update(targets=_directed(tokens, direction, l2r_id if direction == L2R else r2l_id),
+  out.update(targets=_directed(tokens, direction, l2r_id if direction == L2R else r2l_id, order),
              direction=tf.constant(direction, tf.int32))
   return out
 
@@ -60,25 +73,38 @@ def _checked_tokens(example: dict) -> tf.Tensor:
     return tf.identity(tokens)
 
 
+def _checked_word_starts(unit: str, word_starts):
+  word_units.check_unit(unit)
+  if unit == "word" and word_starts is None:
+    raise ValueError("r2l_unit='word' needs the vocabulary's word-start table "
+                     "(word_units.word_start_table(vocabulary)); none was given.")
+  return None if word_starts is None else np.asarray(word_starts, bool)
+
+
 def assign_directions(dataset: tf.data.Dataset, *, mode: str, seed: int, l2r_id: int,
-                      r2l_id: int) -> tf.data.Dataset:
+                      r2l_id: int, unit: str = "token",
+                      word_starts: np.ndarray | None = None) -> tf.data.Dataset:
   """Documents ('targets' ending in EOS) -> directed documents: 'targets' and 'direction'.
 
   mode 'both': each document twice, L2R first; 'sample': one direction per document, chosen by
   a keyed hash of (seed, its tokens), so it is deterministic and balanced; 'l2r': L2R only.
+  unit: what an R2L document reverses, 'token' or 'word' (then `word_starts`, [vocab] bool,
+  from word_units.word_start_table, is needed).
   """
   if mode not in DIRECTION_MODES:
     raise ValueError(f"direction mode {mode!r}; expected one of {DIRECTION_MODES}.")
+  starts = _checked_word_starts(unit, word_starts)
+  starts = None if starts is None else tf.constant(starts)
+  direct = lambda tokens, fields, direction: _with_direction(  # noqa: E731
+      tokens, fields, direction, l2r_id, r2l_id, unit, starts)
   if mode == "l2r":
-    return dataset.map(lambda ex: _with_direction(_checked_tokens(ex), _per_token_fields(ex), L2R,
-                                                  l2r_id, r2l_id),
+    return dataset.map(lambda ex: direct(_checked_tokens(ex), _per_token_fields(ex), L2R),
                        num_parallel_calls=tf.data.AUTOTUNE)
   if mode == "both":
     def both(example):
       tokens, fields = _checked_tokens(example), _per_token_fields(example)
-      return tf.data.Dataset.from_tensors(
-          _with_direction(tokens, fields, L2R, l2r_id, r2l_id)).concatenate(
-              tf.data.Dataset.from_tensors(_with_direction(tokens, fields, R2L, l2r_id, r2l_id)))
+      return tf.data.Dataset.from_tensors(direct(tokens, fields, L2R)).concatenate(
+          tf.data.Dataset.from_tensors(direct(tokens, fields, R2L)))
     return dataset.flat_map(both)
 
   key = [seed % (1 << 64), 0x62617467707400]  # the hash key: the seed and a fixed salt
@@ -86,23 +112,25 @@ def assign_directions(dataset: tf.data.Dataset, *, mode: str, seed: int, l2r_id:
   def sample(example):
     tokens, fields = _checked_tokens(example), _per_token_fields(example)
     bucket = tf.strings.to_hash_bucket_strong(tf.io.serialize_tensor(tokens), 2, key=key)
-    return tf.cond(bucket == R2L,
-                   lambda: _with_direction(tokens, fields, R2L, l2r_id, r2l_id),
-                   lambda: _with_direction(tokens, fields, L2R, l2r_id, r2l_id))
+    return tf.cond(bucket == R2L, lambda: direct(tokens, fields, R2L),
+                   lambda: direct(tokens, fields, L2R))
   return dataset.map(sample, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def directed_document(doc: dict, direction: int, l2r_id: int, r2l_id: int) -> dict:
+def directed_document(doc: dict, direction: int, l2r_id: int, r2l_id: int, unit: str = "token",
+                      word_starts: np.ndarray | None = None) -> dict:
   """The numpy twin of assign_directions for one document ({'targets': ids ending in EOS, and
   per-token fields}): prepared data (data/prepared.py) is directed per element by index."""
+  starts = _checked_word_starts(unit, word_starts)
   tokens = np.asarray(doc["targets"], np.int32)
   if tokens.size == 0 or tokens[-1] != EOS_ID:
     raise ValueError("A directed document must be one document ending in EOS "
                      f"(id {EOS_ID}); tokenize with add_eos=True first.")
+  order = None if direction == L2R else word_units.r2l_order(tokens[:-1], unit, starts)
 
   def directed(values, first):
     values = np.asarray(values)
-    body = values if direction == L2R else np.concatenate([values[:-1][::-1], values[-1:]])
+    body = values if direction == L2R else np.concatenate([values[:-1][order], values[-1:]])
     return np.concatenate([np.asarray([first], values.dtype), body])
 
   out = {name: directed(values, 0) for name, values in doc.items() if name != "targets"}

@@ -65,6 +65,9 @@ def add_generate_command(subparsers) -> None:
   parser.add_argument("--prompt_file", default=None, help="one prompt per line")
   parser.add_argument("--direction", choices=("l2r", "r2l"), default="l2r",
                       help="l2r continues the text; r2l writes what comes before it")
+  parser.add_argument("--r2l_unit", choices=("token", "word"), default=None,
+                      help="what an r2l prompt reverses: the model's training unit (default: "
+                           "DataConfig.r2l_unit of the gin files)")
   parser.add_argument("--chat", action="store_true",
                       help="wrap each prompt in BatGPT's chat template and stop at <eop>")
   parser.add_argument("--system", default=None, help="system prompt for --chat")

@@ -26,11 +26,19 @@ def _generate(args, gin_text: str) -> int:
                                **model)
   else:
     outputs = text.generate_text(loaded.cfg, loaded.params, loaded.vocabulary, texts, sampling,
-                                 direction=args.direction, **model)
+                                 direction=args.direction, unit=_r2l_unit(args), **model)
     wholes = [out + t if args.direction == "r2l" else t + out for t, out in zip(texts, outputs)]
   for i, whole in enumerate(wholes):
     print(f"--- [{i}] ---\n{whole}")
   return 0
+
+
+def _r2l_unit(args) -> str:
+  """--r2l_unit, else the run's DataConfig.r2l_unit (its gin files): how its R2L data reads."""
+  if args.r2l_unit:
+    return args.r2l_unit
+  from batgpt_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  return pipeline.DataConfig().r2l_unit
 
 
 cmd_generate = options.report_errors(_generate)

@@ -164,3 +164,27 @@ def test_a_growth_that_breaks_the_function_writes_nothing(setup, small_run, tmp_
   finally:
     grow_params._compiled.cache_clear()  # pylint: disable=protected-access
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_source_schedule_length_reads_the_recorded_gin():
+  assert command.source_schedule_length("OptimizerConfig.schedule_steps = 2200\n"
+                                        "TrainConfig.steps = 880\n") == 2200
+  assert command.source_schedule_length("TrainConfig.steps = 100\nTrainConfig.steps = 880\n") == 880
+  assert command.source_schedule_length("OptimizerConfig.schedule_steps = 0\n"
+                                        "TrainConfig.steps = 50\n") == 50  # 0: TrainConfig.steps
+  assert command.source_schedule_length("") == loop.TrainConfig().steps
+
+
+def test_rescale_puts_the_grown_run_at_the_source_s_fraction_of_its_schedule(setup, big_gin,
+                                                                            tmp_path, caplog):
+  # A small run that stops at step 8 of a 16-step schedule: half way.
+  small_dir = tmp_path / "small"
+  opt_cfg = train_state.OptimizerConfig(learning_rate=3e-3, warmup_steps=2, schedule_steps=16)
+  loop.train(_train_cfg(small_dir, 8), model_cfg=SMALL, **{**setup, "opt_cfg": opt_cfg},
+             gin_text="TrainConfig.steps = 8\nOptimizerConfig.schedule_steps = 16\n")
+  args = _grow_args("--from_checkpoint", str(small_dir), "--to_gin", big_gin, "--out",
+                    str(tmp_path / "big"), "--schedule", "rescale")
+  with caplog.at_level("INFO"):
+    assert args.run(args, "") == 0
+  assert "the source's step 8 of 16 becomes step 6 of the target's 12" in caplog.text
+  assert (tmp_path / "big" / "checkpoints" / "6").is_dir()  # BIG_GIN: TrainConfig.steps = 12

@@ -130,6 +130,31 @@ def test_grow_state_modes(sharded_setup, optimizer, schedule):
       None, "fsdp", "tensor")
 
 
+def test_rescale_continues_the_learning_rate_at_the_source_s_fraction(sharded_setup):
+  s = sharded_setup  # the small state is at step 3
+  plan = plan_growth(s["small"], s["big"], depth_mode="append")
+  grown = grow_optimizer.grow_state(s["state"], s["small"], s["big"], plan, tx=s["tx"],
+                                    shardings=s["shardings"], optimizer="reset",
+                                    schedule="rescale", schedule_lengths=(12, 40))
+  assert int(grown["step"]) == 10 and _schedule_count(grown["opt_state"]) == 10  # 3/12 of 40
+  # The big run's first update after growth uses its schedule a quarter of the way in: with reset
+  # moments and zero gradients the update is the weight decay alone, -lr * wd * p.
+  big_opt = train_state.OptimizerConfig(warmup_steps=4)
+  tx = train_state.make_optimizer(big_opt, 40)
+  params = jax.tree.map(jnp.ones_like, grown["params"])
+  updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), grown["opt_state"],
+                                  params)
+  lr = float(train_state.learning_rate_schedule(big_opt, 40)(10))
+  assert lr < big_opt.learning_rate  # past the warmup, on the way down
+  np.testing.assert_allclose(np.asarray(updates["blocks"]["mlp"]["up"]),
+                             -lr * big_opt.weight_decay, rtol=1e-5)
+  assert grow_optimizer.grown_step("rescale", 30, (12, 40)) == 40  # past its end: the end
+  assert grow_optimizer.grown_step("continue", 3, None) == 3
+  assert grow_optimizer.grown_step("restart", 3, None) == 0
+  with pytest.raises(ValueError, match="rescale' needs both schedules' lengths"):
+    grow_optimizer.grown_step("rescale", 3, None)
+
+
 def test_bad_modes_are_clear_errors(sharded_setup):
   s = sharded_setup
   plan = plan_growth(s["small"], s["big"])

@@ -12,6 +12,7 @@ writes nothing. The output is `OUT/checkpoints/<step>` in the format `batgpt tra
 import dataclasses
 import logging
 import os
+import re
 
 import gin
 import jax
@@ -54,6 +55,21 @@ def _restore_source(mngr, cfg: ModelConfig, gin_text: str, mesh, rules) -> check
   return checkpoints.restore_latest(mngr, abstract, shardings, cfg, gin_text)
 
 
+def _bound_int(gin_text: str, name: str) -> int | None:
+  """The last `name = <int>` binding of a recorded gin text (gin.config_str's one-line form)."""
+  found = re.findall(rf"^\s*{re.escape(name)}\s*=\s*(\d+)\s*$", gin_text, flags=re.MULTILINE)
+  return int(found[-1]) if found else None
+
+
+def source_schedule_length(gin_text: str) -> int:
+  """The learning-rate schedule length a source run trained with, from its recorded gin text:
+  OptimizerConfig.schedule_steps, else TrainConfig.steps, else the dataclasses' defaults."""
+  from batgpt_jax.train import loop  # pylint: disable=import-outside-toplevel
+  return (_bound_int(gin_text, "OptimizerConfig.schedule_steps")
+          or _bound_int(gin_text, "TrainConfig.steps")
+          or train_state.OptimizerConfig().schedule_steps or loop.TrainConfig().steps)
+
+
 def grow_checkpoint(source: str, out: str, *, big_cfg: ModelConfig, mesh_cfg: parallel.MeshConfig,
                     opt_cfg: train_state.OptimizerConfig, total_steps: int, gin_text: str = "",
                     depth_mode: str = "interleave", noise_snr_db: float | None = None,
@@ -80,6 +96,13 @@ def grow_checkpoint(source: str, out: str, *, big_cfg: ModelConfig, mesh_cfg: pa
     metrics.log_console(f"Source: {model_config.describe(small_cfg)}")
     metrics.log_console(f"Target: {model_config.describe(big_cfg)}")
     metrics.log_console(f"Growth: {plan.describe()}")
+    lengths = None
+    if schedule == "rescale":
+      lengths = (source_schedule_length(source_gin),
+                 train_state.schedule_length(opt_cfg, total_steps))
+      metrics.log_console(f"Schedule: the source's step {source_step} of {lengths[0]} becomes "
+                          f"step {grow_optimizer.grown_step(schedule, source_step, lengths)} of "
+                          f"the target's {lengths[1]}")
     if schedule == "continue" and total_steps <= source_step:
       logging.warning("--schedule continue keeps the source step %d, but the target's "
                       "TrainConfig.steps is %d: raise it, or `batgpt train` has nothing to do.",
@@ -93,7 +116,7 @@ def grow_checkpoint(source: str, out: str, *, big_cfg: ModelConfig, mesh_cfg: pa
                                           train_state.abstract_state(big_cfg, tx))
   state = grow_optimizer.grow_state(restored.state, small_cfg, big_cfg, plan, tx=tx,
                                     shardings=shardings, optimizer=optimizer, schedule=schedule,
-                                    progress=metrics.log_console)
+                                    schedule_lengths=lengths, progress=metrics.log_console)
   report = verify.compare(small_cfg, restored.state["params"], big_cfg, state["params"], plan,
                           tolerance=tolerance)
   for line in report.lines():

@@ -2,4 +2,4 @@
 
 DEPTH_MODES = ("interleave", "append", "stack")
 OPTIMIZER_MODES = ("carry", "reset")
-SCHEDULE_MODES = ("restart", "continue")
+SCHEDULE_MODES = ("restart", "continue", "rescale")

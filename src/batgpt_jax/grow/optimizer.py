@@ -12,7 +12,12 @@ array's squared norm scales by r_in / r_out), so clipping can act at other steps
 `tests/grow/grow_optimizer_test.py` checks the rule against the grown model's own gradients.
 
 The schedule: `restart` sets the step (and the learning-rate schedule's count) to 0, so the grown
-run warms up again over its own TrainConfig.steps; `continue` keeps the source step. Adam's own
+run warms up again over its own TrainConfig.steps; `continue` keeps the source step; `rescale`
+puts the grown run at the same fraction of its schedule as the source had reached of its own
+(step = round(source_step / source_length * target_length)), so the learning rate goes on
+from where the small run left it instead of warming up to the peak again. With one
+budget-long schedule for both stages (the small one with OptimizerConfig.schedule_steps set to
+the budget in its own steps) that fraction is the share of the budget spent. Adam's own
 bias-correction count stays with its moments (kept with `carry`, 0 with `reset`).
 """
 
@@ -36,8 +41,23 @@ def _is_optax_state(x) -> bool:
   return isinstance(x, (optax.ScaleByAdamState, optax.ScaleByScheduleState))
 
 
+def grown_step(schedule: str, source_step: int, schedule_lengths: tuple[int, int] | None) -> int:
+  """The grown state's step (and schedule count) for a schedule mode.
+
+  schedule_lengths: (the source's schedule length, the target's), needed by `rescale` only.
+  """
+  if schedule == "restart":
+    return 0
+  if schedule == "continue":
+    return int(source_step)
+  if not schedule_lengths or min(schedule_lengths) < 1:
+    raise GrowthError(f"schedule='rescale' needs both schedules' lengths, got {schedule_lengths}")
+  source_length, target_length = schedule_lengths
+  return round(min(int(source_step), source_length) / source_length * target_length)
+
+
 def grow_opt_state(small_opt_state, small_cfg: ModelConfig, big_cfg: ModelConfig,
-                   plan: GrowthPlan, *, abstract, shardings, optimizer: str, schedule: str,
+                   plan: GrowthPlan, *, abstract, shardings, optimizer: str, step: int,
                    progress=None):
   """The optimizer state of `train_state.make_optimizer` (chain(clip, adamw)), grown."""
 
@@ -52,8 +72,7 @@ def grow_opt_state(small_opt_state, small_cfg: ModelConfig, big_cfg: ModelConfig
                                     mu=grow_params.zeros_like_params(big_cfg, place.mu),
                                     nu=grow_params.zeros_like_params(big_cfg, place.nu))
     if isinstance(small, optax.ScaleByScheduleState):
-      count = small.count if schedule == "continue" else 0
-      return optax.ScaleByScheduleState(count=_scalar(count, target.count, place.count))
+      return optax.ScaleByScheduleState(count=_scalar(step, target.count, place.count))
     raise GrowthError(f"The optimizer state holds a {type(small).__name__} with no growth rule; "
                       "batgpt_jax/grow/optimizer.py knows Adam moments and schedule counts")
 
@@ -69,16 +88,20 @@ def check_modes(optimizer: str, schedule: str) -> None:
 
 def grow_state(small_state: dict, small_cfg: ModelConfig, big_cfg: ModelConfig, plan: GrowthPlan,
                *, tx: optax.GradientTransformation, shardings: dict, optimizer: str = "carry",
-               schedule: str = "restart", progress=None) -> dict:
-  """A train state of the big model, in `shardings` (from `train_state.state_shardings`)."""
+               schedule: str = "restart", schedule_lengths: tuple[int, int] | None = None,
+               progress=None) -> dict:
+  """A train state of the big model, in `shardings` (from `train_state.state_shardings`).
+
+  schedule_lengths: (source, target) learning-rate schedule lengths, for `schedule='rescale'`.
+  """
   check_modes(optimizer, schedule)
+  step = grown_step(schedule, int(jax.device_get(small_state["step"])), schedule_lengths)
   abstract = train_state.abstract_state(big_cfg, tx)
   params = grow_params.grow_tree(small_state["params"], small_cfg, big_cfg, plan, kind="param",
                                  shardings=shardings["params"], progress=progress)
   opt_state = grow_opt_state(small_state["opt_state"], small_cfg, big_cfg, plan,
                              abstract=abstract["opt_state"], shardings=shardings["opt_state"],
-                             optimizer=optimizer, schedule=schedule, progress=progress)
-  step = small_state["step"] if schedule == "continue" else 0
+                             optimizer=optimizer, step=step, progress=progress)
   state = {"step": _scalar(step, abstract["step"], shardings["step"]), "params": params,
            "opt_state": opt_state}
   _check_like(state, abstract)

@@ -23,7 +23,9 @@ def add_grow_command(subparsers) -> None:
   grow.add_argument("--optimizer", choices=modes.OPTIMIZER_MODES, default="carry",
                     help="carry the Adam moments through the growth, or reset them to zero")
   grow.add_argument("--schedule", choices=modes.SCHEDULE_MODES, default="restart",
-                    help="restart the step and learning-rate schedule at 0, or continue it")
+                    help="restart the step and learning-rate schedule at 0, continue the source's "
+                         "step, or rescale it: the same fraction of the target's schedule as the "
+                         "source had reached of its own (see docs/growth.md)")
   grow.add_argument("--seed", type=int, default=0, help="seed of the noise")
   grow.add_argument("--tolerance", type=float, default=None,
                     help="largest probe logit difference accepted (default 1e-4 in float32)")

@@ -23,7 +23,13 @@ from batgpt_jax.model.config import ModelConfig
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """AdamW with linear warmup then cosine decay to `end_lr_ratio` of the peak, and clipping."""
+  """AdamW with linear warmup then cosine decay to `end_lr_ratio` of the peak, and clipping.
+
+  The schedule spans `schedule_steps`, or TrainConfig.steps when it is 0. A longer schedule lets
+  a run stop part-way through it: the small stage of a growth run spends its share of one
+  budget-long schedule (then `batgpt grow --schedule=rescale` carries on where it stopped)
+  instead of annealing to the end of its own.
+  """
 
   learning_rate: float = 3e-3
   warmup_steps: int = 100
@@ -33,9 +39,21 @@ class OptimizerConfig:
   b2: float = 0.95
   eps: float = 1e-8
   clip_norm: float = 1.0
+  schedule_steps: int = 0  # 0: TrainConfig.steps
+
+  def __post_init__(self):
+    if self.schedule_steps < 0:
+      raise ValueError(f"OptimizerConfig.schedule_steps={self.schedule_steps}; give the "
+                       "schedule's length in steps, or 0 for TrainConfig.steps.")
+
+
+def schedule_length(cfg: OptimizerConfig, total_steps: int) -> int:
+  """The steps the warmup-cosine schedule spans for a run of `total_steps`."""
+  return cfg.schedule_steps or total_steps
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+  total_steps = schedule_length(cfg, total_steps)
   warmup = max(1, min(cfg.warmup_steps, total_steps - 1))
   return optax.warmup_cosine_decay_schedule(
       init_value=cfg.learning_rate / warmup, peak_value=cfg.learning_rate, warmup_steps=warmup,

@@ -77,7 +77,7 @@ def reward_labels(model: reward_score.RewardModel, vocabulary, pairs: Sequence[p
   bias it: one pass, no order flips.
   """
   rewards = reward_score.score_pairs(model, vocabulary, pairs, seq_len=seq_len, batch=batch)
-  p_x = 0.5 * (1.0 + np.tanh((rewards[:, 0] - rewards[:, 1]) / 2.0))  # sigmoid, no overflow
+  p_x = reward_score.preference_probability(rewards)
   return ai_records(pairs, p_x, np.ones(len(pairs)), np.zeros(len(pairs), bool))
 
 

@@ -53,6 +53,12 @@ def normalised(rewards: np.ndarray, calibration: dict | None) -> np.ndarray:
   return (rewards - calibration["mean"]) / max(calibration["std"], 1e-6)
 
 
+def preference_probability(rewards: np.ndarray) -> np.ndarray:
+  """P(the first answer is better) = sigmoid(r_first - r_second), from rewards [n, 2]."""
+  rewards = np.asarray(rewards)
+  return 0.5 * (1.0 + np.tanh((rewards[:, 0] - rewards[:, 1]) / 2.0))  # sigmoid, no overflow
+
+
 def score_pairs(model: RewardModel, vocabulary, pairs, *, seq_len: int,
                 batch: int) -> np.ndarray:
   """Raw rewards [n, 2] (chosen, rejected) of `pairs`, one pair a row, `batch` rows a call."""

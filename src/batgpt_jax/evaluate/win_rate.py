@@ -89,7 +89,7 @@ def reward_judge(model, vocabulary, prompts, cfg: WinRateConfig) -> OrderJudge:
     with _seq_len_named(cfg):
       rewards = reward_score.score_pairs(model, vocabulary, _pairs(prompts, first, second),
                                          seq_len=cfg.seq_len, batch=cfg.batch_size)
-    return 0.5 * (1.0 + np.tanh((rewards[:, 0] - rewards[:, 1]) / 2.0))  # sigmoid, no overflow
+    return reward_score.preference_probability(rewards)
 
   return judge
 

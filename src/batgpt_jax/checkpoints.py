@@ -494,9 +494,13 @@ def read_params(checkpoints_dir: str, step: int, shardings: dict | None = None) 
   """Every parameter (no optimizer state) as a pure dict of jax arrays.
 
   With `shardings` (a pure dict like the parameters, e.g. `train.state.param_shardings`) each
-  array is read straight into its sharding on the current mesh; without, onto the default device.
+  array is read straight into its sharding on the current mesh, and only the parameters it names
+  are read (a reward run's decoder without its head); without, all onto the default device.
   """
   shapes = param_shapes(checkpoints_dir, step)
+  if shardings is not None:
+    wanted = _by_name(shardings)
+    shapes = {name: shape for name, shape in shapes.items() if name in wanted}
   if shardings is None:
     flat = read_param_arrays(checkpoints_dir, step, list(shapes), shapes)
     return _nest({path: jnp.asarray(value) for path, value in flat.items()})

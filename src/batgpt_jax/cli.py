@@ -40,7 +40,12 @@ def cmd_train(args, gin_text: str) -> int:
   join_processes(args)
   from batgpt_jax import checkpoints  # pylint: disable=import-outside-toplevel
   try:
-    history = loop.train(**config.run_configs(), gin_text=gin_text)
+    configs = config.run_configs()
+    if configs["cfg"].objective == "ppo":
+      from batgpt_jax.align import ppo  # pylint: disable=import-outside-toplevel
+      history = ppo.train(**configs, gin_text=gin_text)
+    else:
+      history = loop.train(**configs, gin_text=gin_text)
   except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError) as err:
     raise SystemExit(f"error: {err}") from None
   except checkpoints.CheckpointWriteError as err:

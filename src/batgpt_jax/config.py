@@ -48,8 +48,10 @@ CONFIGURABLE_MODULES = (
     "batgpt_jax.data.prepared",
     "batgpt_jax.data.preference_tasks",
     "batgpt_jax.align.label",
+    "batgpt_jax.align.ppo",
     "batgpt_jax.evaluate.multiple_choice",
     "batgpt_jax.objectives",
+    "batgpt_jax.objectives.ppo",
     "batgpt_jax.train.state",
     "batgpt_jax.train.loop",
 )

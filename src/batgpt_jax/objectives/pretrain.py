@@ -24,11 +24,17 @@ def loss_weights(r2l_weight: float = 1.0, z_loss: float = 0.0) -> dict[str, floa
   return {"r2l_weight": float(r2l_weight), "z_loss": float(z_loss)}
 
 
+def token_weights(batch, r2l_weight: float):
+  """Each token's weight in the loss: 1 on L2R targets, r2l_weight on R2L ones, 0 elsewhere."""
+  return (jnp.where(batch["directions"] == 1, r2l_weight, 1.0)
+          * batch["loss_weights"].astype(jnp.float32))
+
+
 def bidirectional_sums(ce, log_z, correct, batch, r2l_weight: float, z_loss: float):
   """Per-token terms -> (weighted loss sum, its weight total, per-direction metric sums)."""
   weights = batch["loss_weights"].astype(jnp.float32)
   is_r2l = batch["directions"] == 1
-  dir_weight = jnp.where(is_r2l, r2l_weight, 1.0) * weights
+  dir_weight = token_weights(batch, r2l_weight)
   loss_sum = jnp.sum(ce * dir_weight) + z_loss * jnp.sum(jnp.square(log_z) * dir_weight)
   sums = {}
   for name, mask in (("l2r", ~is_r2l), ("r2l", is_r2l)):

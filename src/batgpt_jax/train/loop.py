@@ -54,7 +54,7 @@ class TrainConfig:
   reference_from: str | None = None  # the frozen reference's checkpoint (None: init_from)
 
   def __post_init__(self):
-    if self.objective not in objectives.OBJECTIVES:
+    if self.objective not in (*objectives.OBJECTIVES, *objectives.OUTER_LOOPS):
       objectives.build(self.objective, None)  # raises, naming the valid objectives
     if self.steps < 1:
       raise ValueError(f"TrainConfig.steps={self.steps} trains nothing: it is the step to train "
@@ -85,11 +85,15 @@ def evaluate(eval_fn, objective, params, batches, mesh, rules, frozen=None) -> d
 
 def _read_checked(source: str, setting: str, model_cfg: ModelConfig, shardings: dict,
                   heads=()) -> tuple[dict, str]:
-  """(parameters, 'dir/step') of a checkpoint whose decoder (and `heads`) are this model's."""
+  """(parameters, 'dir/step') of a checkpoint whose decoder (and `heads`) are this model's.
+
+  The checkpoint's other heads are left unread (a value model from a reward run's decoder)."""
   directory, step = checkpoints.find_step(source)
   saved_cfg, _ = checkpoints.read_config(directory, step)
-  diffs = checkpoints.shape_differences(checkpoints.param_shapes(directory, step),
-                                        model_heads.abstract_params(model_cfg, heads))
+  unwanted = tuple(f"{h}/" for h in model_heads.HEADS if h not in heads)
+  saved = {name: shape for name, shape in checkpoints.param_shapes(directory, step).items()
+           if not name.startswith(unwanted)}
+  diffs = checkpoints.shape_differences(saved, model_heads.abstract_params(model_cfg, heads))
   if diffs:
     raise checkpoints.CheckpointMismatchError(
         f"TrainConfig.{setting}={source!r} ({directory}/{step}) holds parameters of another "

@@ -68,7 +68,7 @@ def peak_flops(device, num_devices: int) -> float:
   return measure_matmul_peak(size=1024, repeats=3)
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
   return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
@@ -198,7 +198,7 @@ def progress_line(step: int, total: int, train: dict, perf: dict) -> str:
     parts.append(f"{perf['perf/tokens_per_second']:,.0f} tok/s")
     if "perf/mfu" in perf:
       parts.append(f"MFU {perf['perf/mfu']:.1%}")
-    parts.append(f"ETA {_format_duration(perf['perf/eta_seconds'])}")
+    parts.append(f"ETA {format_duration(perf['perf/eta_seconds'])}")
   return " | ".join(parts)
 
 

@@ -121,12 +121,13 @@ def policy_terms(logp, old_logp, advantages, clip: float):
 
 
 def value_terms(values, old_values, returns, clip: float):
-  """Per token: (clipped value loss, clipped (0/1))."""
+  """Per token: (clipped value loss, clipped (0/1): the clip moved the value and won)."""
   clipped_values = old_values + jnp.clip(values - old_values, -clip, clip)
   unclipped_loss = jnp.square(values - returns)
   clipped_loss = jnp.square(clipped_values - returns)
-  return (0.5 * jnp.maximum(unclipped_loss, clipped_loss),
-          (clipped_loss > unclipped_loss).astype(jnp.float32))
+  # Where V == V_old up to rounding the two losses tie; only a clip that moved V counts.
+  won = (jnp.abs(values - old_values) > clip) & (clipped_loss > unclipped_loss)
+  return 0.5 * jnp.maximum(unclipped_loss, clipped_loss), won.astype(jnp.float32)
 
 
 def entropy(logits):

@@ -33,8 +33,9 @@ sft-smoke: $(STAMP)
 	    | $(VENV)/bin/batgpt chat --gin_file=gin/sft_smoke.gin --checkpoint=$(SFT_DIR) --max_new_tokens=24
 
 # Alignment end to end on the tiny model: the smoke pretraining run (or reuse it), a short SFT,
-# a pairwise reward model and DPO on the planted preference pairs, then a table of each stage's
-# last held-out eval (pair accuracy and margin; DPO's log-ratios, log-probs and KL).
+# a pairwise reward model and DPO on the planted preference pairs, PPO against that reward model,
+# then a table of each stage's last held-out eval (pair accuracy and margin; DPO's log-ratios,
+# log-probs and KL; PPO's reward, KL, reply length and share of replies that follow the rule).
 ALIGN_DIR ?= runs/align_smoke
 align-smoke: $(STAMP)
 	$(VENV)/bin/batgpt train --gin_file=gin/smoke.gin --gin.TrainConfig.run_dir="'$(RUN_DIR)'"
@@ -45,7 +46,10 @@ align-smoke: $(STAMP)
 	    --gin.TrainConfig.init_from="'$(ALIGN_DIR)/sft'" --gin.TrainConfig.run_dir="'$(ALIGN_DIR)/reward'"
 	$(VENV)/bin/batgpt train --gin_file=gin/models/tiny.gin --gin_file=gin/dpo.gin \
 	    --gin.TrainConfig.init_from="'$(ALIGN_DIR)/sft'" --gin.TrainConfig.run_dir="'$(ALIGN_DIR)/dpo'"
-	$(PY) -m batgpt_jax.align.report $(ALIGN_DIR)/sft $(ALIGN_DIR)/reward $(ALIGN_DIR)/dpo
+	$(VENV)/bin/batgpt train --gin_file=gin/models/tiny.gin --gin_file=gin/ppo.gin \
+	    --gin.TrainConfig.init_from="'$(ALIGN_DIR)/sft'" --gin.PPOConfig.reward_from="'$(ALIGN_DIR)/reward'" \
+	    --gin.TrainConfig.run_dir="'$(ALIGN_DIR)/ppo'"
+	$(PY) -m batgpt_jax.align.report $(ALIGN_DIR)/sft $(ALIGN_DIR)/reward $(ALIGN_DIR)/dpo $(ALIGN_DIR)/ppo
 
 # One worker process per core (pytest-xdist); a test file stays in one worker, so its module
 # fixtures (a trained run, a database) are built once. TEST_WORKERS=0 runs in this process.

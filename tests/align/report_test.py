@@ -35,3 +35,11 @@ def test_a_missing_run_or_one_without_evals_is_one_error_line(tmp_path, capsys):
   with pytest.raises(SystemExit, match="has no eval record: run with TrainConfig.eval_every > 0"):
     report.main([bare])
   assert capsys.readouterr().out == ""
+
+
+def test_a_ppo_run_shows_its_reward_kl_length_and_rule_share(tmp_path):
+  ppo = _run(tmp_path, "ppo", [{"step": 40, "eval/reward/score": 1.25, "eval/kl/sequence": 1.5,
+                                "eval/reply/length": 6.0, "eval/reply/reference_match": 0.875}])
+  lines = report.table([ppo]).splitlines()
+  assert lines[0].split() == ["run", "step", "KL", "reward", "reply", "len", "rule"]
+  assert lines[1].split() == ["ppo", "40", "1.5000", "1.2500", "6.0000", "0.8750"]

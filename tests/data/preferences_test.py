@@ -122,6 +122,9 @@ def test_planted_sets_are_reproducible_and_length_neutral(tmp_path):
   longer = collections.Counter(len(r["rejected"]) > len(r["chosen"])
                                for r in records["sort_length"])
   assert abs(longer[True] / 3000 - 0.5) < 0.03  # "longer is better" scores about half
+  for r in records["sort_digit"]:
+    assert len(r["chosen"]) == len(r["rejected"]) and list(r["rejected"]) == sorted(r["rejected"])
+    assert len(set(r["rejected"]) - set(r["chosen"])) == 1
   held = {r["chosen"] for _, r in planted.read_records("sort_swap", "validation")}
   train = {r["chosen"] for r in records["sort_swap"]}  # the sorted digit set
   assert len(held) == planted_generate.HELD_OUT_SETS and not held & train

@@ -4,7 +4,8 @@
 
 reads each run's `metrics.jsonl` (what `batgpt train` writes) and prints, per run, the step of
 its last eval and the metrics that say whether the stage worked: loss, reply accuracy (SFT),
-pair accuracy and margin (reward, DPO), log-ratio and log-prob trends and KL (DPO).
+pair accuracy and margin (reward, DPO), log-ratio and log-prob trends and KL (DPO), the
+normalised reward, KL, reply length and share of replies equal to the reference (PPO).
 """
 
 import argparse
@@ -17,7 +18,8 @@ import tensorflow as tf
 COLUMNS = (("loss", "loss"), ("reply/accuracy", "reply acc"), ("reward/accuracy", "pair acc"),
            ("reward/margin", "margin"), ("logratio/chosen", "logratio c"),
            ("logratio/rejected", "logratio r"), ("logp/chosen", "logp c"),
-           ("logp/rejected", "logp r"), ("kl/sequence", "KL"))
+           ("logp/rejected", "logp r"), ("kl/sequence", "KL"), ("reward/score", "reward"),
+           ("reply/length", "reply len"), ("reply/reference_match", "rule"))
 
 
 def last_eval(run_dir: str) -> dict:

@@ -11,7 +11,7 @@ import pathlib
 from typing import Iterator
 
 DIRECTORY = pathlib.Path(__file__).resolve().parent
-FAMILIES = ("sort_swap", "sort_length")
+FAMILIES = ("sort_swap", "sort_length", "sort_digit")
 SPLIT_FILES = {"train": "train", "validation": "heldout"}
 
 

@@ -12,6 +12,10 @@ tokenizer gives each digit its own token); `chosen` is always the digits in incr
   sort_length  rejected: the sorted answer with one digit dropped (half the pairs) or one digit
                written twice (the other half). Both are in order; half the rejected answers are
                longer and half shorter, so "longer is better" (or shorter) scores 50%.
+  sort_digit   rejected: one of the prompt's digits replaced by a digit the prompt lacks, in
+               order. Both answers ascend and have the same length: only whether the digits are
+               the prompt's tells them apart (a reward model of ascending answers alone is
+               hacked by a policy that writes any ascending digits; see docs/ppo.md).
 
 Held-out prompts use digit sets that train never asks (HELD_OUT_SETS of the 792 sets of 3-6
 distinct digits), so held-out accuracy measures the rule, not memory. Pure standard library; the
@@ -28,7 +32,7 @@ import random
 from batgpt_jax.data import preference_schema
 
 DEFAULT_SEED = 20251202
-FAMILIES = ("sort_swap", "sort_length")
+FAMILIES = ("sort_swap", "sort_length", "sort_digit")
 TRAIN_PER_FAMILY = 3000
 HELD_OUT_PER_FAMILY = 300
 HELD_OUT_SETS = 80
@@ -44,6 +48,9 @@ def _rejected(family: str, answer: list[int], rng: random.Random) -> list[int]:
   if family == "sort_swap":
     i = rng.randrange(len(out) - 1)
     out[i], out[i + 1] = out[i + 1], out[i]
+  elif family == "sort_digit":
+    out[rng.randrange(len(out))] = rng.choice([d for d in range(10) if d not in answer])
+    out.sort()
   elif rng.random() < 0.5:
     del out[rng.randrange(len(out))]
   else:

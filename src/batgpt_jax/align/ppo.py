@@ -28,7 +28,8 @@ the prompts of iteration i, the sampling key, the minibatch order; the ptx and s
 resumed at their positions (iteration x epochs x minibatches batches). A killed run therefore
 continues exactly as the uninterrupted one.
 
-Eval (every TrainConfig.eval_every iterations): the first `eval_prompts` held-out prompts
+Eval (at iteration 0, the SFT model itself, then every TrainConfig.eval_every iterations): the
+first `eval_prompts` held-out prompts
 answered at the training temperature with a fixed key: reward, KL to the reference, reply
 length, <eop> rate and the share of replies equal to the record's reference reply (on the
 planted tasks: replies that follow the preferred rule); plus the held-out loss of the ptx and
@@ -289,6 +290,11 @@ def train(cfg: loop.TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.Data
 
 
 def _check(cfg: loop.TrainConfig, ppo_cfg: PPOConfig) -> None:
+  if jax.process_count() > 1:
+    # Every host would answer the same prompts and count only its own anchor tokens.
+    raise ValueError(f"PPO runs in one process (this job has {jax.process_count()}): its prompt "
+                     "stream and the anchors' normalisers are not yet split across hosts. Run it "
+                     "on one host's devices.")
   if not cfg.init_from:
     raise ValueError("PPO starts from an instruction-tuned policy: set TrainConfig.init_from to "
                      "the SFT run.")
@@ -300,6 +306,10 @@ def _check(cfg: loop.TrainConfig, ppo_cfg: PPOConfig) -> None:
 
 def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text):
   _check(cfg, ppo_cfg)
+  if len(data_cfg.sources) != 1:
+    raise ValueError(f"PPO's prompts come from one source; DataConfig.sources lists "
+                     f"{len(data_cfg.sources)}. Give one preference or instruction source (its "
+                     "rate is ignored).")
   settings = ppo.ppo_settings()
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   mesh = parallel.mesh_from_config(mesh_cfg)
@@ -386,7 +396,18 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
     checkpoints.save(mngr, _checkpoint_tree(iteration, roles, kl_coef), data_position=iteration,
                      model_cfg=model_cfg, gin_text=gin_text, force=force)
 
+  def held_out_eval():
+    nonlocal held_out
+    if held_out is None:
+      held_out = _held_out(ppo_cfg, data_cfg, anchors, vocab, cfg)
+    values = evaluate(rollouts, held_out, anchor_objectives, anchor_evals, cfg.seed, mesh, rules)
+    metrics.log_console(eval_line(iteration, values))
+    writer.scalars(iteration, values, prefix="eval/")
+    history.append({"step": iteration, "kind": "eval", **values})
+
   try:
+    if cfg.eval_every and iteration == 0:
+      held_out_eval()  # the starting point: the SFT model itself
     while iteration < cfg.steps:
       prompts = stream.batch(iteration)
       iteration += 1
@@ -430,13 +451,7 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
       writer.scalars(iteration, values, prefix="train/")
       history.append({"step": iteration, "kind": "train", **values})
       if cfg.eval_every and (iteration % cfg.eval_every == 0 or iteration == cfg.steps):
-        if held_out is None:
-          held_out = _held_out(ppo_cfg, data_cfg, anchors, vocab, cfg)
-        values = evaluate(rollouts, held_out, anchor_objectives, anchor_evals, cfg.seed, mesh,
-                          rules)
-        metrics.log_console(eval_line(iteration, values))
-        writer.scalars(iteration, values, prefix="eval/")
-        history.append({"step": iteration, "kind": "eval", **values})
+        held_out_eval()
         started = (iteration, time.perf_counter())
       if stop.reached(iteration):
         save(force=True)

@@ -1,0 +1,125 @@
+"""PPO learns (align/ppo.py, the whole pipeline on the tiny model, about 7 minutes).
+
+From an SFT model that answers the planted sorting prompts with the sorted digits or with one
+adjacent pair swapped (a 50/50 mix in its data), against a reward model of the three planted
+families, the share of sampled held-out replies that follow the preferred rule (the sorted
+digits) rises from about half to at least 85%. The adaptive KL controller holds the measured KL
+within 50% of its target over the second half of the run, and a control run with the KL
+coefficient at 0 ends with at least 3x the KL. (benchmarks/ppo_study.py adds the anchoring
+terms and a reward model that can be hacked; docs/ppo.md has its figures.)
+"""
+
+import json
+import os
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from batgpt_jax import checkpoints, config
+from batgpt_jax.align import ppo
+from batgpt_jax.data import planted
+from batgpt_jax.model import heads
+from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import loop
+from batgpt_jax.train import state as train_state
+
+RUN = ["models/tiny.gin", "TrainConfig.async_checkpoint = False", "DataConfig.shards = 4"]
+SFT = RUN + ["sft.gin", "DataConfig.sources = [(@ChatJsonl(), 1.0)]", "TrainConfig.steps = 400",
+             "TrainConfig.global_batch = 16", "TrainConfig.seq_len = 128",
+             "TrainConfig.eval_every = 0", "TrainConfig.log_every = 100",
+             "TrainConfig.checkpoint_every = 400", "OptimizerConfig.learning_rate = 3e-3",
+             "OptimizerConfig.warmup_steps = 20"]
+FAMILIES = ("sort_swap", "sort_length", "sort_digit")
+# A reward model of the swaps alone is hacked: the policy writes any ascending digits (docs/ppo.md).
+REWARD = RUN + ["reward.gin", "TrainConfig.steps = 600", "TrainConfig.global_batch = 32",
+                "TrainConfig.eval_every = 600", "TrainConfig.checkpoint_every = 600",
+                "TrainConfig.log_every = 200", "OptimizerConfig.learning_rate = 3e-3",
+                "OptimizerConfig.warmup_steps = 10",
+                "DataConfig.sources = [" + ", ".join(
+                    f"(@{f}/PlantedPreferences(), 1.0)" for f in FAMILIES) + "]",
+                *[f"{f}/PlantedPreferences.family = '{f}'" for f in FAMILIES]]
+KL_TARGET = 1.5
+PPO = RUN + ["ppo.gin", "TrainConfig.steps = 40", "TrainConfig.eval_every = 40",
+             "TrainConfig.log_every = 10", "TrainConfig.checkpoint_every = 40",
+             "OptimizerConfig.learning_rate = 1e-4", "ppo_settings.temperature = 0.7",
+             "PPOConfig.rollout_batch = 128", "PPOConfig.eval_prompts = 256",
+             "PPOConfig.sft_data = None", "PPOConfig.ptx_data = None",
+             "PPOConfig.kl_coef = 0.05", f"PPOConfig.kl_target = {KL_TARGET}",
+             "PPOConfig.kl_horizon = 256"]
+MIN_RULE_SHARE = 0.85
+MAX_START_SHARE = 0.70
+KL_BAND = 0.5  # relative to the target
+MIN_UNCONTROLLED_KL_RATIO = 3.0
+
+
+def _train(run_dir, settings, *extra):
+  gin.clear_config()
+  files = [s for s in settings if s.endswith(".gin")]
+  bindings = [s for s in settings if not s.endswith(".gin")]
+  gin_text = config.parse_gin(files, [*bindings, f"TrainConfig.run_dir = '{run_dir}'", *extra])
+  configs = config.run_configs()
+  train = ppo.train if configs["cfg"].objective == "ppo" else loop.train
+  return train(**configs, gin_text=gin_text)
+
+
+@pytest.fixture(scope="module")
+def roles(tmp_path_factory):
+  """(sft run, reward run): SFT on every planted prompt answered both ways, then the reward
+  model from it."""
+  os.environ.setdefault("BATGPT_CACHE", str(tmp_path_factory.mktemp("cache")))
+  root = tmp_path_factory.mktemp("pipeline")
+  gin.clear_config()
+  config.parse_gin(["models/tiny.gin"], [])
+  cfg = ModelConfig()
+  gin.clear_config()
+  checkpoints.write_run_dir(str(root / "base"), cfg,
+                            jax.jit(heads.init_params, static_argnums=(0, 1))(cfg, 0),
+                            train_state.OptimizerConfig())
+  rows = [{"prompt": r["prompt"], "response": answer}
+          for _, r in planted.read_records("sort_swap", "train")
+          for answer in (r["chosen"], r["rejected"])]
+  np.random.default_rng(0).shuffle(rows)
+  (root / "sort.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  _train(root / "sft", SFT, f"TrainConfig.init_from = '{root / 'base'}'",
+         f"ChatJsonl.file_pattern = '{root / 'sort.jsonl'}'")
+  (held_out,) = [h for h in _train(root / "reward", REWARD,
+                                   f"TrainConfig.init_from = '{root / 'sft'}'")
+                 if h["kind"] == "eval"]
+  assert held_out["reward/accuracy"] >= 0.98, held_out
+  return str(root / "sft"), str(root / "reward")
+
+
+@pytest.fixture(scope="module")
+def controlled(roles, tmp_path_factory):
+  return _train(tmp_path_factory.mktemp("ppo"), PPO, f"TrainConfig.init_from = '{roles[0]}'",
+                f"PPOConfig.reward_from = '{roles[1]}'")
+
+
+def test_ppo_raises_the_share_of_replies_that_follow_the_rule(controlled):
+  start, end = [h for h in controlled if h["kind"] == "eval"]
+  train = [h for h in controlled if h["kind"] == "train"]
+  assert start["step"] == 0 and end["step"] == 40
+  assert start["reply/reference_match"] <= MAX_START_SHARE, start
+  assert end["reply/reference_match"] >= MIN_RULE_SHARE, (start, end)
+  assert end["reward/score"] > start["reward/score"] + 0.3
+  assert np.mean([h["reward/score"] for h in train[-5:]]) > train[0]["reward/score"]
+  assert end["reply/eop_rate"] >= 0.95
+
+
+def test_the_adaptive_coefficient_holds_the_kl_near_its_target(controlled):
+  train = [h for h in controlled if h["kind"] == "train"]
+  second_half = np.array([h["kl/sequence"] for h in train[len(train) // 2:]])
+  assert abs(second_half.mean() - KL_TARGET) <= KL_BAND * KL_TARGET, second_half
+  assert len({h["kl/coef"] for h in train}) == len(train)  # it moved every iteration
+
+
+def test_without_the_kl_term_the_policy_drifts_at_least_three_times_as_far(roles, controlled,
+                                                                           tmp_path):
+  free = _train(tmp_path, PPO, f"TrainConfig.init_from = '{roles[0]}'",
+                f"PPOConfig.reward_from = '{roles[1]}'", "PPOConfig.kl_coef = 0.0",
+                "PPOConfig.kl_target = None", "TrainConfig.eval_every = 0")
+  last = lambda history: np.mean([h["kl/sequence"] for h in history if h["kind"] == "train"][-5:])
+  assert last(free) >= MIN_UNCONTROLLED_KL_RATIO * last(controlled), (last(free),
+                                                                      last(controlled))

@@ -131,6 +131,22 @@ def wait(mngr: ocp.CheckpointManager) -> None:
 
 
 @contextlib.contextmanager
+def finishing(mngr: ocp.CheckpointManager):
+  """A training run's block: when it ends, the save in flight is waited for and `mngr` closed,
+  except after a `CheckpointWriteError` (that save's threads may never finish: see `wait`)."""
+  failed = False
+  try:
+    yield
+  except CheckpointWriteError:
+    failed = True
+    raise
+  finally:
+    if not failed:
+      wait(mngr)
+      mngr.close()
+
+
+@contextlib.contextmanager
 def _write_failures_named(mngr: ocp.CheckpointManager):
   """Turns orbax's error for storage that refused a write into one `CheckpointWriteError`."""
   try:

@@ -26,7 +26,8 @@ from batgpt_jax.train import state as train_state
 
 BASE = ["models/tiny.gin", "ppo.gin", "TrainConfig.async_checkpoint = False",
         "DataConfig.shards = 4", "PPOConfig.rollout_batch = 16", "PPOConfig.minibatches = 2",
-        "PPOConfig.epochs = 2", "PPOConfig.max_new_tokens = 6", "PPOConfig.normalise_reward = False",
+        "PPOConfig.epochs = 2", "PPOConfig.max_new_tokens = 6",
+        "PPOConfig.normalise_reward = False",
         "PPOConfig.sft_data = None", "TrainConfig.global_batch = 8", "TrainConfig.seq_len = 64",
         "ppo_settings.gamma_ptx = 0.5", "TrainConfig.eval_every = 0", "TrainConfig.steps = 3",
         "TrainConfig.checkpoint_every = 100", "OptimizerConfig.learning_rate = 1e-3",

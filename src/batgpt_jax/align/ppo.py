@@ -390,7 +390,7 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
   held_out = None
   writer = metrics.Writer(os.path.join(cfg.run_dir, "tensorboard"), jsonl_path)
   stop = faults.StopAgreement()
-  history, abandoned, started = [], False, None
+  history, started = [], None
 
   def save(force: bool = False):
     checkpoints.save(mngr, _checkpoint_tree(iteration, roles, kl_coef), data_position=iteration,
@@ -405,72 +405,67 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
     writer.scalars(iteration, values, prefix="eval/")
     history.append({"step": iteration, "kind": "eval", **values})
 
-  try:
-    if cfg.eval_every and iteration == 0:
-      held_out_eval()  # the starting point: the SFT model itself
-    while iteration < cfg.steps:
-      prompts = stream.batch(iteration)
-      iteration += 1
-      rows, scored, timings, _ = rollouts(prompts, _iteration_seed(cfg.seed, iteration), kl_coef)
-      values = rollout.rollout_metrics(rows, scored, kl_coef)
-      trained = time.perf_counter()
-      rollout_rows = {**{k: rows[k] for k in ("tokens", "positions", "segment_ids",
-                                              "reply_mask")},
-                      **{k: scored[k] for k in TRAIN_FIELDS if k in scored}}
-      step_metrics = []
-      for epoch in range(ppo_cfg.epochs):
-        order = np.random.default_rng([cfg.seed, iteration, epoch]).permutation(
-            ppo_cfg.rollout_batch)
-        for index in np.split(order, ppo_cfg.minibatches):
-          batch = {"ppo": _minibatch(rollout_rows, index)}
-          for name in train_anchors:
-            batch[name] = _with_norm(name, next(streams[name]))
-          roles.policy, policy_metrics = policy_step(roles.policy, _placed(batch, mesh, rules),
-                                                     {})
-          roles.value, value_metrics = value_step(
-              roles.value, _placed({"ppo": batch["ppo"]}, mesh, rules), {})
-          step_metrics.append({**_prefixed(policy_metrics, "policy"),
-                               **_prefixed(value_metrics, "value")})
-      values.update(_mean_metrics(step_metrics))
-      timings["time/train"] = time.perf_counter() - trained
-      values.update(timings)
-      if ppo_cfg.kl_target is not None:
-        kl_coef = adaptive_kl_coef(kl_coef, values["kl/sequence"], ppo_cfg.kl_target,
-                                   ppo_cfg.kl_horizon, ppo_cfg.rollout_batch)
-      values["kl/next_coef"] = kl_coef
-      if started is None:
-        started = (iteration, time.perf_counter())  # the first iteration compiles: not timed
-      elif iteration > started[0]:
-        per = (time.perf_counter() - started[1]) / (iteration - started[0])
-        values["perf/iteration_seconds"] = per
-        values["perf/eta_seconds"] = per * (cfg.steps - iteration)
-        values["perf/rollout_tokens_per_second"] = (
-            float(rows["reply_mask"].sum()) / max(timings["time/generate"], 1e-9))
-      if iteration % cfg.log_every == 0 or iteration == cfg.steps:
-        metrics.log_console(progress_line(iteration, cfg.steps, values))
-      writer.scalars(iteration, values, prefix="train/")
-      history.append({"step": iteration, "kind": "train", **values})
-      if cfg.eval_every and (iteration % cfg.eval_every == 0 or iteration == cfg.steps):
-        held_out_eval()
-        started = (iteration, time.perf_counter())
-      if stop.reached(iteration):
-        save(force=True)
-        checkpoints.wait(mngr)
-        logging.warning("Saved PPO iteration %d after a preemption notice (SIGTERM) or Ctrl-C; "
-                        "exiting. Run the same command again to resume.", iteration)
-        history.append({"step": iteration, "kind": "preempted"})
-        break
-      if iteration % cfg.checkpoint_every == 0 or iteration == cfg.steps:
-        save(force=iteration == cfg.steps)
-  except checkpoints.CheckpointWriteError:
-    abandoned = True
-    raise
-  finally:
-    stop.close()
-    if not abandoned:
-      checkpoints.wait(mngr)
-      mngr.close()
-    writer.close()
+  with checkpoints.finishing(mngr):
+    try:
+      if cfg.eval_every and iteration == 0:
+        held_out_eval()  # the starting point: the SFT model itself
+      while iteration < cfg.steps:
+        prompts = stream.batch(iteration)
+        iteration += 1
+        rows, scored, timings, _ = rollouts(prompts, _iteration_seed(cfg.seed, iteration), kl_coef)
+        values = rollout.rollout_metrics(rows, scored, kl_coef)
+        trained = time.perf_counter()
+        rollout_rows = {**{k: rows[k] for k in ("tokens", "positions", "segment_ids",
+                                                "reply_mask")},
+                        **{k: scored[k] for k in TRAIN_FIELDS if k in scored}}
+        step_metrics = []
+        for epoch in range(ppo_cfg.epochs):
+          order = np.random.default_rng([cfg.seed, iteration, epoch]).permutation(
+              ppo_cfg.rollout_batch)
+          for index in np.split(order, ppo_cfg.minibatches):
+            batch = {"ppo": _minibatch(rollout_rows, index)}
+            for name in train_anchors:
+              batch[name] = _with_norm(name, next(streams[name]))
+            roles.policy, policy_metrics = policy_step(roles.policy, _placed(batch, mesh, rules),
+                                                       {})
+            roles.value, value_metrics = value_step(
+                roles.value, _placed({"ppo": batch["ppo"]}, mesh, rules), {})
+            step_metrics.append({**_prefixed(policy_metrics, "policy"),
+                                 **_prefixed(value_metrics, "value")})
+        values.update(_mean_metrics(step_metrics))
+        timings["time/train"] = time.perf_counter() - trained
+        values.update(timings)
+        if ppo_cfg.kl_target is not None:
+          kl_coef = adaptive_kl_coef(kl_coef, values["kl/sequence"], ppo_cfg.kl_target,
+                                     ppo_cfg.kl_horizon, ppo_cfg.rollout_batch)
+        values["kl/next_coef"] = kl_coef
+        if started is None:
+          started = (iteration, time.perf_counter())  # the first iteration compiles: not timed
+        elif iteration > started[0]:
+          per = (time.perf_counter() - started[1]) / (iteration - started[0])
+          values["perf/iteration_seconds"] = per
+          values["perf/eta_seconds"] = per * (cfg.steps - iteration)
+          values["perf/rollout_tokens_per_second"] = (
+              float(rows["reply_mask"].sum()) / max(timings["time/generate"], 1e-9))
+        if iteration % cfg.log_every == 0 or iteration == cfg.steps:
+          metrics.log_console(progress_line(iteration, cfg.steps, values))
+        writer.scalars(iteration, values, prefix="train/")
+        history.append({"step": iteration, "kind": "train", **values})
+        if cfg.eval_every and (iteration % cfg.eval_every == 0 or iteration == cfg.steps):
+          held_out_eval()
+          started = (iteration, time.perf_counter())
+        if stop.reached(iteration):
+          save(force=True)
+          checkpoints.wait(mngr)
+          logging.warning("Saved PPO iteration %d after a preemption notice (SIGTERM) or Ctrl-C; "
+                          "exiting. Run the same command again to resume.", iteration)
+          history.append({"step": iteration, "kind": "preempted"})
+          break
+        if iteration % cfg.checkpoint_every == 0 or iteration == cfg.steps:
+          save(force=iteration == cfg.steps)
+    finally:
+      stop.close()
+      writer.close()
   return history
 
 

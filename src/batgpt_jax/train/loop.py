@@ -236,7 +236,6 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
   bad_steps = faults.NonFiniteSteps(cfg.max_bad_steps, skipped_before)
   history = []
   compiled = False
-  abandoned = False
   calibration = None  # a reward model's held-out score mean and std, saved with its checkpoints
 
   def save(force: bool = False):
@@ -245,59 +244,54 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
                      gin_text=gin_text, force=force, skipped_steps=bad_steps.total,
                      calibration=calibration, data_state=inputs.state(), data_key=data_key)
 
-  try:
-    while step < cfg.steps:
-      # `inputs` reads nothing ahead of the batch taken here, so its state() at a save is the
-      # state after the last batch trained on.
-      state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules),
-                                     frozen)
-      step, position = step + 1, position + 1
-      bad_steps.observe(step, step_metrics["skipped"])
-      if not compiled:
-        jax.block_until_ready(step_metrics)  # exclude compilation from tokens/s
-        throughput.start(step)
-        compiled = True
-      if step % cfg.log_every == 0 or step == cfg.steps:
-        bad_steps.flush()
-        values = metrics.to_host(step_metrics)
-        values["learning_rate"] = float(schedule(step - 1))
-        values["skipped_steps"] = bad_steps.total
-        perf = throughput.report(step)
-        metrics.log_console(metrics.progress_line(step, cfg.steps, values, perf))
-        writer.scalars(step, {**values, **perf}, prefix="train/")
-        history.append({"step": step, "kind": "train", **values, **perf})
-      if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-        if eval_set is None:
-          with logs.native_noise_filtered():
-            eval_set = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
-                                             global_batch=cfg.global_batch,
-                                             num_batches=cfg.eval_batches)
-        values = evaluate(eval_fn, objective, state["params"], eval_set, mesh, rules, frozen)
-        metrics.log_console(metrics.eval_line(step, values))
-        if "reward_head" in objective.heads:
-          calibration = {"mean": values["reward/mean"], "std": values["reward/std"],
-                         "answers": 2 * values["pairs"], "step": step}
-        writer.scalars(step, values, prefix="eval/")
-        history.append({"step": step, "kind": "eval", **values})
-        throughput.start(step)  # do not count eval time as training time
-      if stop.reached(step):
-        save(force=True)
-        checkpoints.wait(mngr)
-        logging.warning("Saved step %d after a preemption notice (SIGTERM) or Ctrl-C; exiting. "
-                        "Run the same command again to resume.", step)  # every host says so
-        history.append({"step": step, "kind": "preempted"})
-        break
-      if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-        save(force=step == cfg.steps)
-  except checkpoints.CheckpointWriteError:
-    abandoned = True  # the failed save's threads may never finish: leave them (see wait)
-    raise
-  finally:
-    stop.close()
-    if not abandoned:
-      checkpoints.wait(mngr)
-      mngr.close()
-    writer.close()
+  with checkpoints.finishing(mngr):
+    try:
+      while step < cfg.steps:
+        # `inputs` reads nothing ahead of the batch taken here, so its state() at a save is the
+        # state after the last batch trained on.
+        state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules),
+                                       frozen)
+        step, position = step + 1, position + 1
+        bad_steps.observe(step, step_metrics["skipped"])
+        if not compiled:
+          jax.block_until_ready(step_metrics)  # exclude compilation from tokens/s
+          throughput.start(step)
+          compiled = True
+        if step % cfg.log_every == 0 or step == cfg.steps:
+          bad_steps.flush()
+          values = metrics.to_host(step_metrics)
+          values["learning_rate"] = float(schedule(step - 1))
+          values["skipped_steps"] = bad_steps.total
+          perf = throughput.report(step)
+          metrics.log_console(metrics.progress_line(step, cfg.steps, values, perf))
+          writer.scalars(step, {**values, **perf}, prefix="train/")
+          history.append({"step": step, "kind": "train", **values, **perf})
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+          if eval_set is None:
+            with logs.native_noise_filtered():
+              eval_set = pipeline.eval_batches(data_cfg, vocab, seq_len=cfg.seq_len,
+                                               global_batch=cfg.global_batch,
+                                               num_batches=cfg.eval_batches)
+          values = evaluate(eval_fn, objective, state["params"], eval_set, mesh, rules, frozen)
+          metrics.log_console(metrics.eval_line(step, values))
+          if "reward_head" in objective.heads:
+            calibration = {"mean": values["reward/mean"], "std": values["reward/std"],
+                           "answers": 2 * values["pairs"], "step": step}
+          writer.scalars(step, values, prefix="eval/")
+          history.append({"step": step, "kind": "eval", **values})
+          throughput.start(step)  # do not count eval time as training time
+        if stop.reached(step):
+          save(force=True)
+          checkpoints.wait(mngr)
+          logging.warning("Saved step %d after a preemption notice (SIGTERM) or Ctrl-C; exiting. "
+                          "Run the same command again to resume.", step)  # every host says so
+          history.append({"step": step, "kind": "preempted"})
+          break
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+          save(force=step == cfg.steps)
+    finally:
+      stop.close()
+      writer.close()
   return history
 
 

@@ -29,12 +29,11 @@ resumed at their positions (iteration x epochs x minibatches batches). A killed 
 continues exactly as the uninterrupted one.
 
 Eval (at iteration 0, the SFT model itself, then every TrainConfig.eval_every iterations): the
-first `eval_prompts` held-out prompts
-answered at the training temperature with a fixed key: reward, KL to the reference, reply
-length, <eop> rate and the share of replies equal to the record's reference reply (on the
-planted tasks: replies that follow the preferred rule); plus the held-out loss of the ptx and
-sft data, when they are configured, whatever their gamma (so a run without an anchor shows what
-it loses).
+first `eval_prompts` held-out prompts answered at the training temperature with a fixed key:
+reward, KL to the reference, reply length, <eop> rate and the share of replies equal to the
+record's reference reply (on the planted tasks: replies that follow the preferred rule); plus
+the held-out loss of the ptx and sft data, when they are configured, whatever their gamma (so a
+run without an anchor shows what it loses).
 """
 
 import dataclasses

@@ -23,9 +23,9 @@ import jax
 import numpy as np
 
 from batgpt_jax import checkpoints, config
-from batgpt_jax.align import ppo
 from batgpt_jax.model import heads
 from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import loop
 from batgpt_jax.train import state as train_state
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
@@ -59,7 +59,7 @@ def run(args) -> dict:
         f"PPOConfig.minibatches = {args.minibatches}", f"TrainConfig.steps = {args.iterations}",
         "TrainConfig.eval_every = 0", "TrainConfig.checkpoint_every = 1000",
         "TrainConfig.async_checkpoint = False", "DataConfig.shards = 4"])
-    history = ppo.train(**config.run_configs(), gin_text=gin_text)
+    history = loop.train(**config.run_configs(), gin_text=gin_text)
   timed = [h for h in history if h["kind"] == "train"][1:]
   mean = lambda key: float(np.mean([h[key] for h in timed]))
   out = {"model": args.model, "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(

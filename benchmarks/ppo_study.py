@@ -34,7 +34,6 @@ import jax
 import numpy as np
 
 from batgpt_jax import checkpoints, config
-from batgpt_jax.align import ppo
 from batgpt_jax.data import planted
 from batgpt_jax.model import heads
 from batgpt_jax.model.config import ModelConfig
@@ -82,9 +81,7 @@ def _train(run_dir, settings, *extra):
   files = [s for s in settings if s.endswith(".gin")]
   bindings = [s for s in settings if not s.endswith(".gin")]
   gin_text = config.parse_gin(files, [*bindings, f"TrainConfig.run_dir = '{run_dir}'", *extra])
-  configs = config.run_configs()
-  train = ppo.train if configs["cfg"].objective == "ppo" else loop.train
-  return train(**configs, gin_text=gin_text)
+  return loop.train(**config.run_configs(), gin_text=gin_text)
 
 
 def _done(run_dir: pathlib.Path) -> bool:

@@ -514,12 +514,11 @@ def read_params(checkpoints_dir: str, step: int, shardings: dict | None = None) 
   are read (a reward run's decoder without its head); without, all onto the default device.
   """
   shapes = param_shapes(checkpoints_dir, step)
-  if shardings is not None:
-    wanted = _by_name(shardings)
-    shapes = {name: shape for name, shape in shapes.items() if name in wanted}
   if shardings is None:
     flat = read_param_arrays(checkpoints_dir, step, list(shapes), shapes)
     return _nest({path: jnp.asarray(value) for path, value in flat.items()})
+  wanted = _by_name(shardings)
+  shapes = {name: shape for name, shape in shapes.items() if name in wanted}
   target = jax.tree.map(lambda spec, s: jax.ShapeDtypeStruct(spec[0], spec[1], sharding=s),
                         _nest(shapes), shardings, is_leaf=lambda x: isinstance(x, tuple))
   return _partial_restore(checkpoints_dir, step, target,

@@ -40,12 +40,7 @@ def cmd_train(args, gin_text: str) -> int:
   join_processes(args)
   from batgpt_jax import checkpoints  # pylint: disable=import-outside-toplevel
   try:
-    configs = config.run_configs()
-    if configs["cfg"].objective == "ppo":
-      from batgpt_jax.align import ppo  # pylint: disable=import-outside-toplevel
-      history = ppo.train(**configs, gin_text=gin_text)
-    else:
-      history = loop.train(**configs, gin_text=gin_text)
+    history = loop.train(**config.run_configs(), gin_text=gin_text)
   except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError) as err:
     raise SystemExit(f"error: {err}") from None
   except checkpoints.CheckpointWriteError as err:

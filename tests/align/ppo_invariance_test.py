@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from batgpt_jax import checkpoints, config
-from batgpt_jax.align import ppo
 from batgpt_jax.data import prompts as prompts_lib
 from batgpt_jax.model import heads
 from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import loop
 from batgpt_jax.train import state as train_state
 
 BASE = ["models/tiny.gin", "ppo.gin", "TrainConfig.async_checkpoint = False",
@@ -63,7 +63,7 @@ def _ppo(roles, run_dir, *extra):
   files = [s for s in BASE if s.endswith(".gin")]
   bindings = [s for s in BASE if not s.endswith(".gin")] + _bindings(roles, run_dir, *extra)
   gin_text = config.parse_gin(files, bindings)
-  return ppo.train(**config.run_configs(), gin_text=gin_text)
+  return loop.train(**config.run_configs(), gin_text=gin_text)
 
 
 def _train_records(history):

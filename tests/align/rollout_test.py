@@ -2,7 +2,6 @@
 the reward model's own scoring and the formulas of objectives/ppo.py."""
 
 import gin
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

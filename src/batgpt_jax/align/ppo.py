@@ -53,6 +53,7 @@ from batgpt_jax.data import chat, pipeline
 from batgpt_jax.data import prompts as prompts_lib
 from batgpt_jax.data import vocab as vocab_lib
 from batgpt_jax.model import config as model_config
+from batgpt_jax.model import heads as model_heads
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.objectives import ppo, pretrain, sft
 from batgpt_jax.sample import engine
@@ -133,10 +134,9 @@ def role_memory(cfgs: dict, tx_policy, tx_value) -> dict:
   size = lambda tree: sum(np.dtype(a.dtype).itemsize * int(np.prod(a.shape))
                           for a in jax.tree.leaves(tree))
   out = {"policy": size(train_state.abstract_state(cfgs["policy"], tx_policy)),
-         "reference": size(train_state.abstract_state(cfgs["reference"], tx_policy)["params"]),
+         "reference": size(model_heads.abstract_params(cfgs["reference"])),
          "value": size(train_state.abstract_state(cfgs["value"], tx_value, (ppo.VALUE_HEAD,))),
-         "reward": size(train_state.abstract_state(cfgs["reward"], tx_policy,
-                                                   (reward_score.HEAD,))["params"])}
+         "reward": size(model_heads.abstract_params(cfgs["reward"], (reward_score.HEAD,)))}
   out["total"] = sum(out.values())
   return out
 
@@ -208,7 +208,7 @@ def _anchor_batches(name: str, data_cfg, vocab, cfg: loop.TrainConfig, start_pos
 def _with_norm(name: str, batch: dict) -> dict:
   """A ptx or sft batch with its objective's weight total on every row (objectives/ppo.py)."""
   rows = next(iter(batch.values())).shape[0]
-  total = float(ppo.anchor_weight_total(name, batch))
+  total = ppo.anchor_weight_total(name, batch)
   return dict(batch, norm=np.full((rows,), max(total, 1e-9), np.float32))
 
 

@@ -7,7 +7,7 @@ algorithm is a new module here with an `objective(model_cfg, loss_chunk)` builde
 
 `'ppo'` (OUTER_LOOPS) is not one loss but an outer loop around the same step: rollouts, scoring
 and advantages (align/ppo.py), then ppo.py's policy and value objectives through the step.
-`batgpt train` runs it when TrainConfig.objective names it.
+`train.loop.train` (so `batgpt train`) runs it when TrainConfig.objective names it.
 """
 
 import difflib

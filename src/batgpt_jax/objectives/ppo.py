@@ -25,6 +25,7 @@ batch); they add gamma_ptx and gamma_sft times their mean losses.
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from batgpt_jax.model import heads, transformer
 from batgpt_jax.model.config import ModelConfig
@@ -241,9 +242,11 @@ def value_objective(model_cfg: ModelConfig, settings: dict | None = None) -> Obj
                    heads=(VALUE_HEAD,))
 
 
-def anchor_weight_total(name: str, batch) -> jax.Array:
-  """The weight total of a whole ptx or sft batch, as its objective counts it (its `norm`)."""
+def anchor_weight_total(name: str, batch) -> float:
+  """The weight total of a whole host (numpy) ptx or sft batch, as its objective counts it (its
+  `norm`)."""
   if name == "ptx":
-    return jnp.sum(pretrain.token_weights(batch, pretrain.loss_weights()["r2l_weight"]))
-  return jnp.sum(batch["loss_weights"].astype(jnp.float32))
+    return float(np.sum(pretrain.token_weights(batch, pretrain.loss_weights()["r2l_weight"],
+                                               xp=np)))
+  return float(np.sum(batch["loss_weights"], dtype=np.float64))
 

@@ -24,10 +24,12 @@ def loss_weights(r2l_weight: float = 1.0, z_loss: float = 0.0) -> dict[str, floa
   return {"r2l_weight": float(r2l_weight), "z_loss": float(z_loss)}
 
 
-def token_weights(batch, r2l_weight: float):
-  """Each token's weight in the loss: 1 on L2R targets, r2l_weight on R2L ones, 0 elsewhere."""
-  return (jnp.where(batch["directions"] == 1, r2l_weight, 1.0)
-          * batch["loss_weights"].astype(jnp.float32))
+def token_weights(batch, r2l_weight: float, xp=jnp):
+  """Each token's weight in the loss: 1 on L2R targets, r2l_weight on R2L ones, 0 elsewhere.
+
+  xp: jnp under jit, or numpy for host batches (PPO's anchor normalisers)."""
+  return (xp.where(batch["directions"] == 1, r2l_weight, 1.0)
+          * batch["loss_weights"].astype(xp.float32))
 
 
 def bidirectional_sums(ce, log_z, correct, batch, r2l_weight: float, z_loss: float):

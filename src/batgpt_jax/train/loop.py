@@ -150,7 +150,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
 
   After a preemption notice (or Ctrl-C) the last record is {'kind': 'preempted', 'step': ...}.
   The run directory is locked for the whole run (`run_lock`): a second job into it is refused.
+  `TrainConfig.objective = 'ppo'` runs PPO's outer loop (align/ppo.py) around the same step.
   """
+  if cfg.objective == "ppo":
+    from batgpt_jax.align import ppo  # pylint: disable=import-outside-toplevel  (it imports us)
+    return ppo.train(cfg, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text)
   lock = run_lock.RunLock(cfg.run_dir) if jax.process_index() == 0 else None
   if lock is not None:
     lock.acquire()

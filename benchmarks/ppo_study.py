@@ -7,16 +7,23 @@ pretraining and SFT taught, and does the KL penalty contain a reward model that 
 Stages (each reused when its run directory already holds a checkpoint), all on the tiny model:
   pretrain  the embedded corpus, both directions, 300 steps
   sft       the planted sorting prompts, each answered once sorted and once with an adjacent
-            pair swapped (a 50/50 mix), 400 steps
+            pair swapped (a 50/50 mix), 400 steps at 3e-3
+  gentle    the same data, 1200 steps at 3e-4: an SFT model that kept much of its pretraining
+            (`sft` took the held-out pretraining loss from about 2 to 14 nats, and no anchor
+            can keep what the SFT model already lost)
   reward    a reward model from the SFT run on the three planted families, 600 steps
   longer    a reward model from the SFT run that prefers the LONGER answer of each sort_length
             pair (a reward model that can be hacked by writing more), 300 steps
-Arms (PPO from the SFT run, `--iterations` iterations of 128 prompts at temperature 0.7):
-  kl           adaptive KL toward 1.5 nats
-  free         the KL coefficient at 0
-  ptx, sft     as kl, plus gamma_ptx = 1 x the bidirectional loss on the corpus, or gamma_sft =
-               1 x the SFT loss on the instruction data
-  longer_free, longer_kl   against the `longer` reward model, 24 new tokens, KL 0 or adaptive
+Arms (PPO against `reward`, `--iterations` iterations of 128 prompts at temperature 0.7):
+  kl           from `sft`, adaptive KL toward 1.5 nats
+  free         as kl, the KL coefficient at 0
+  sft          as kl, plus gamma_sft = 1 x the SFT loss on the instruction data
+  shared       as kl, with the value head on the policy's backbone (PPOConfig.shared_backbone)
+  drift, drift_ptx, drift_sft   from `gentle`, the KL coefficient at 0 and the learning rate 5x
+               (5e-4): a run that drifts far from its SFT model, without an anchor, with
+               gamma_ptx = 1 x the bidirectional loss on the corpus, or with gamma_sft = 1
+  longer_free, longer_kl   from `sft` against the `longer` reward model, 24 new tokens, KL 0 or
+               adaptive
 Every arm evaluates the held-out pretraining and instruction losses (both directions), the
 rule share, reward, KL and reply length at iteration 0 (the SFT model) and at the end. The
 results (with the must-show checks of docs/ppo.md) go to bench/results/ppo-study-*.json.
@@ -50,6 +57,8 @@ SFT = RUN + ["sft.gin", "DataConfig.sources = [(@ChatJsonl(), 1.0)]", "TrainConf
              "TrainConfig.global_batch = 16", "TrainConfig.seq_len = 128",
              "TrainConfig.eval_every = 0", "TrainConfig.checkpoint_every = 400",
              "OptimizerConfig.learning_rate = 3e-3", "OptimizerConfig.warmup_steps = 20"]
+GENTLE = SFT + ["TrainConfig.steps = 1200", "TrainConfig.checkpoint_every = 1200",
+                "OptimizerConfig.learning_rate = 3e-4"]
 FAMILIES = ("sort_swap", "sort_length", "sort_digit")
 REWARD = RUN + ["reward.gin", "TrainConfig.steps = 600", "TrainConfig.global_batch = 32",
                 "TrainConfig.eval_every = 600", "TrainConfig.checkpoint_every = 600",
@@ -65,14 +74,18 @@ PPO = RUN + ["ppo.gin", "OptimizerConfig.learning_rate = 1e-4", "ppo_settings.te
              "PPOConfig.rollout_batch = 128", "PPOConfig.eval_prompts = 256",
              "PPOConfig.kl_coef = 0.05", "PPOConfig.kl_target = 1.5", "PPOConfig.kl_horizon = 256",
              "TrainConfig.log_every = 10", "sft/DataConfig.sources = [(@ChatJsonl(), 1.0)]"]
-ARMS = {
-    "kl": [],
-    "free": ["PPOConfig.kl_coef = 0.0", "PPOConfig.kl_target = None"],
-    "ptx": ["ppo_settings.gamma_ptx = 1.0"],
-    "sft": ["ppo_settings.gamma_sft = 1.0"],
-    "longer_free": ["PPOConfig.kl_coef = 0.0", "PPOConfig.kl_target = None",
-                    "PPOConfig.max_new_tokens = 24"],
-    "longer_kl": ["PPOConfig.max_new_tokens = 24"],
+FREE = ["PPOConfig.kl_coef = 0.0", "PPOConfig.kl_target = None"]
+DRIFT = FREE + ["OptimizerConfig.learning_rate = 5e-4"]
+ARMS = {  # name: (SFT stage, reward stage, bindings)
+    "kl": ("sft", "reward", []),
+    "free": ("sft", "reward", FREE),
+    "sft": ("sft", "reward", ["ppo_settings.gamma_sft = 1.0"]),
+    "shared": ("sft", "reward", ["PPOConfig.shared_backbone = True"]),
+    "drift": ("gentle", "reward", DRIFT),
+    "drift_ptx": ("gentle", "reward", DRIFT + ["ppo_settings.gamma_ptx = 1.0"]),
+    "drift_sft": ("gentle", "reward", DRIFT + ["ppo_settings.gamma_sft = 1.0"]),
+    "longer_free": ("sft", "longer", FREE + ["PPOConfig.max_new_tokens = 24"]),
+    "longer_kl": ("sft", "longer", ["PPOConfig.max_new_tokens = 24"]),
 }
 
 
@@ -107,7 +120,8 @@ def _write_data(work: pathlib.Path) -> None:
 def stages(work: pathlib.Path) -> dict:
   work.mkdir(parents=True, exist_ok=True)
   _write_data(work)
-  runs = {name: work / name for name in ("base", "pretrain", "sft", "reward", "longer")}
+  runs = {name: work / name
+          for name in ("base", "pretrain", "sft", "gentle", "reward", "longer")}
   if not _done(runs["base"]):
     gin.clear_config()
     config.parse_gin(["models/tiny.gin"], [])
@@ -119,6 +133,8 @@ def stages(work: pathlib.Path) -> dict:
   plan = [("pretrain", PRETRAIN, [f"TrainConfig.init_from = '{runs['base']}'"]),
           ("sft", SFT, [f"TrainConfig.init_from = '{runs['pretrain']}'",
                         f"ChatJsonl.file_pattern = '{work / 'sort_sft.jsonl'}'"]),
+          ("gentle", GENTLE, [f"TrainConfig.init_from = '{runs['pretrain']}'",
+                              f"ChatJsonl.file_pattern = '{work / 'sort_sft.jsonl'}'"]),
           ("reward", REWARD, [f"TrainConfig.init_from = '{runs['sft']}'"]),
           ("longer", LONGER, [f"TrainConfig.init_from = '{runs['sft']}'",
                               f"PreferenceJsonl.file_pattern = '{work / 'longer.jsonl'}'"])]
@@ -131,14 +147,14 @@ def stages(work: pathlib.Path) -> dict:
 
 
 def arm(name: str, runs: dict, work: pathlib.Path, iterations: int) -> dict:
-  reward = runs["longer"] if name.startswith("longer") else runs["reward"]
+  sft, reward, bindings = ARMS[name]
   run_dir = work / f"ppo_{name}"
   start = time.perf_counter()
-  history = _train(run_dir, PPO, f"TrainConfig.init_from = '{runs['sft']}'",
-                   f"PPOConfig.reward_from = '{reward}'", f"TrainConfig.steps = {iterations}",
+  history = _train(run_dir, PPO, f"TrainConfig.init_from = '{runs[sft]}'",
+                   f"PPOConfig.reward_from = '{runs[reward]}'", f"TrainConfig.steps = {iterations}",
                    f"TrainConfig.eval_every = {iterations}",
                    f"TrainConfig.checkpoint_every = {iterations}",
-                   f"ChatJsonl.file_pattern = '{work / 'sort_sft.jsonl'}'", *ARMS[name])
+                   f"ChatJsonl.file_pattern = '{work / 'sort_sft.jsonl'}'", *bindings)
   evals = [h for h in history if h["kind"] == "eval"]
   train = [h for h in history if h["kind"] == "train"]
   return {"start": evals[0], "end": evals[-1], "seconds": time.perf_counter() - start,
@@ -158,21 +174,30 @@ def checks(results: dict) -> dict:
   if "kl" in results:
     kl = results["kl"]
     second = np.array(kl["train_kl"][len(kl["train_kl"]) // 2:])
-    out["rule_share"] = {"start": kl["start"]["reply/reference_match"],
-                         "end": kl["end"]["reply/reference_match"], "asked": 0.85}
+    share = kl["end"]["reply/reference_match"]
+    out["rule_share"] = {"start": kl["start"]["reply/reference_match"], "end": share,
+                         "met": share >= 0.85}
     out["kl_second_half"] = {"mean": float(second.mean()), "target": 1.5,
-                             "within_50%_share": float(np.mean(np.abs(second / 1.5 - 1) <= 0.5))}
+                             "within_50%_share": float(np.mean(np.abs(second / 1.5 - 1) <= 0.5)),
+                             "met": abs(second.mean() / 1.5 - 1) <= 0.5}
     if "free" in results:
-      out["free_over_controlled_kl"] = float(np.mean(results["free"]["train_kl"][-5:])
-                                             / np.mean(kl["train_kl"][-5:]))
-    for anchor, key in (("ptx", "ptx/loss"), ("sft", "sft/loss")):
-      if anchor in results:
-        out[f"{anchor}_loss_rise"] = {"with": rise(results[anchor], key),
-                                      "without": rise(kl, key), "asked_with_at_most": 0.05}
-  for arm_name in ("longer_free", "longer_kl"):
-    if arm_name in results:
-      r = results[arm_name]
-      out[f"{arm_name}_length_ratio"] = r["end"]["reply/length"] / r["start"]["reply/length"]
+      ratio = float(np.mean(results["free"]["train_kl"][-5:]) / np.mean(kl["train_kl"][-5:]))
+      out["free_over_controlled_kl"] = {"ratio": ratio, "met": ratio >= 3}
+  anchored = [("kl", "sft", ("sft/loss",)), ("drift", "drift_sft", ("sft/loss",)),
+              ("drift", "drift_ptx", ("ptx/l2r/loss", "ptx/r2l/loss"))]
+  for base, name, keys in anchored:
+    if base in results and name in results:
+      for key in keys:
+        with_, without = rise(results[name], key), rise(results[base], key)
+        # At most 5% with the anchor, and at least twice that (and twice 5%) without it.
+        out[f"{name}_vs_{base}: {key} rise"] = {
+            "with": with_, "without": without,
+            "met": with_ <= 0.05 and without >= 2 * max(with_, 0.05)}
+  lengths = {name: results[name]["end"]["reply/length"] / results[name]["start"]["reply/length"]
+             for name in ("longer_free", "longer_kl") if name in results}
+  if len(lengths) == 2:  # the hack shows without the KL term; with it, within 1.5x
+    out["length_ratio"] = {**lengths, "met": lengths["longer_free"] > max(
+        1.1, lengths["longer_kl"]) and lengths["longer_kl"] <= 1.5}
   return out
 
 

@@ -1,7 +1,7 @@
 """PPO's loop (align/ppo.py) gives the same run whatever the split: microbatching 1 x 8 equals
 8 x 1, 8 fake devices equal one, and a killed run resumed equals the uninterrupted one (its KL
-coefficient included); with the value head on the policy's backbone too (1 x 8 = 8 x 1). Bad
-settings are refused with the setting named.
+coefficient included); with the value head on the policy's backbone and prompts from two
+sources too (1 x 8 = 8 x 1). Bad settings are refused with the setting named.
 
 The roles are step-0 checkpoints of the tiny model (a fresh reward head on a fresh decoder): the
 invariances hold for any parameters, and a few iterations keep this file fast.
@@ -163,8 +163,14 @@ def test_a_killed_run_resumes_exactly(straight, roles, tmp_path, monkeypatch):
 
 
 def test_a_shared_backbone_trains_the_value_head_in_the_policy(roles, tmp_path):
+  """(Its prompts come from two sources, 12 and 4 of the 16 rows: data/prompts_test.py checks
+  the shares.)"""
   shared = ("TrainConfig.steps = 2", "PPOConfig.shared_backbone = True",
-            "TrainConfig.checkpoint_every = 1")
+            "TrainConfig.checkpoint_every = 1",
+            "DataConfig.sources = [(@swap/PlantedPreferences(), 3.0), "
+            "(@length/PlantedPreferences(), 1.0)]",
+            "swap/PlantedPreferences.family = 'sort_swap'",
+            "length/PlantedPreferences.family = 'sort_length'")
   one = _train_records(_ppo(roles, tmp_path / "one", *shared))
   eight = _train_records(_ppo(roles, tmp_path / "eight", *shared, "TrainConfig.microbatches = 8"))
   _assert_same(one, eight, atol=1e-5)

@@ -12,8 +12,8 @@ share the mesh, each placed by the logical-axis rules:
   reward     frozen; PPOConfig.reward_from, a reward run (TrainConfig.objective = 'reward')
 
 One iteration (TrainConfig.steps counts them): `rollout_batch` prompts (data/prompts.py, from
-DataConfig.sources) are answered by the generation engine at ppo_settings.temperature; the four
-roles score the rows (align/rollout.py: log-probs, values, the reward at the last token, the KL
+DataConfig.sources, each source's rate its share of the batch) are answered by the generation
+engine at ppo_settings.temperature; the four roles score the rows (align/rollout.py: log-probs, values, the reward at the last token, the KL
 folded into per-token rewards, GAE); then `epochs` passes over `minibatches` shuffled minibatches,
 each one step of the policy (objectives/ppo.py's clipped loss, plus gamma_ptx x a pretraining
 batch of PPOConfig.ptx_data through the bidirectional objective and gamma_sft x an instruction
@@ -326,10 +326,6 @@ def _check(cfg: loop.TrainConfig, ppo_cfg: PPOConfig) -> None:
 
 def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text):
   _check(cfg, ppo_cfg)
-  if len(data_cfg.sources) != 1:
-    raise ValueError(f"PPO's prompts come from one source; DataConfig.sources lists "
-                     f"{len(data_cfg.sources)}. Give one preference or instruction source (its "
-                     "rate is ignored).")
   settings = ppo.ppo_settings()
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   mesh = parallel.mesh_from_config(mesh_cfg)
@@ -399,11 +395,9 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
     mngr.close()
     return []
 
-  with logs.native_noise_filtered():
-    stream = prompts_lib.PromptStream(
-        prompts_lib.read_prompts(data_cfg.sources[0][0], vocab, "train",
-                                 max_prompt_len=ppo_cfg.max_prompt_len),
-        ppo_cfg.rollout_batch, cfg.seed)
+  stream = prompts_lib.PromptStream(_prompt_pools(data_cfg, vocab, "train", ppo_cfg),
+                                    ppo_cfg.rollout_batch, cfg.seed,
+                                    [rate for _, rate in data_cfg.sources])
   per_iteration = ppo_cfg.epochs * ppo_cfg.minibatches
   streams = {name: _anchor_batches(name, anchors[name], vocab, cfg, iteration * per_iteration)
              for name in train_anchors}
@@ -507,15 +501,24 @@ def _mean_metrics(records: list[dict]) -> dict:
   return {k: float(np.mean([r[k] for r in host])) for k in host[0]}
 
 
-def _held_out(ppo_cfg: PPOConfig, data_cfg, anchors: dict, vocab, cfg) -> dict:
+def _prompt_pools(data_cfg, vocab, split: str, ppo_cfg: PPOConfig) -> list[list]:
   with logs.native_noise_filtered():
-    prompts = prompts_lib.read_prompts(data_cfg.sources[0][0], vocab, "validation",
-                                       max_prompt_len=ppo_cfg.max_prompt_len)
+    return [prompts_lib.read_prompts(source, vocab, split, max_prompt_len=ppo_cfg.max_prompt_len)
+            for source, _ in data_cfg.sources]
+
+
+def _held_out(ppo_cfg: PPOConfig, data_cfg, anchors: dict, vocab, cfg) -> dict:
+  """The eval prompts (the first of each source's validation split, in the mixture's shares)
+  and the anchors' held-out batches."""
+  pools = _prompt_pools(data_cfg, vocab, "validation", ppo_cfg)
+  rows = prompts_lib.mixture_rows(ppo_cfg.eval_prompts, [rate for _, rate in data_cfg.sources])
+  prompts = [p for pool, n in zip(pools, rows) for p in pool[:n]]
+  with logs.native_noise_filtered():
     batches = {name: pipeline.eval_batches(anchor_cfg, vocab, seq_len=cfg.seq_len,
                                            global_batch=cfg.global_batch,
                                            num_batches=cfg.eval_batches)
                for name, anchor_cfg in anchors.items()}
-  return {"prompts": prompts[:ppo_cfg.eval_prompts], "batches": batches}
+  return {"prompts": prompts, "batches": batches}
 
 
 def evaluate(rollouts: Rollouts, held_out: dict, objectives: dict, eval_fns: dict, seed: int,

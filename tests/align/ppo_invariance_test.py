@@ -1,7 +1,7 @@
 """PPO's loop (align/ppo.py) gives the same run whatever the split: microbatching 1 x 8 equals
 8 x 1, 8 fake devices equal one, and a killed run resumed equals the uninterrupted one (its KL
-coefficient included); with the value head on the policy's backbone and prompts from two
-sources too (1 x 8 = 8 x 1). Bad settings are refused with the setting named.
+coefficient included). With the value head on the policy's backbone (and prompts from two
+sources) the head trains inside the policy. Bad settings are refused with the setting named.
 
 The roles are step-0 checkpoints of the tiny model (a fresh reward head on a fresh decoder): the
 invariances hold for any parameters, and a few iterations keep this file fast.
@@ -172,8 +172,6 @@ def test_a_shared_backbone_trains_the_value_head_in_the_policy(roles, tmp_path):
             "swap/PlantedPreferences.family = 'sort_swap'",
             "length/PlantedPreferences.family = 'sort_length'")
   one = _train_records(_ppo(roles, tmp_path / "one", *shared))
-  eight = _train_records(_ppo(roles, tmp_path / "eight", *shared, "TrainConfig.microbatches = 8"))
-  _assert_same(one, eight, atol=1e-5)
   assert one[1]["value/loss"] > 0 and "value/grad_norm" not in one[1]  # no value model's step
   assert np.isfinite(one[2]["value/explained_variance"])
   # The head lives (and learns) in the policy's parameters, which readers still read.

@@ -12,23 +12,23 @@ share the mesh, each placed by the logical-axis rules:
   reward     frozen; PPOConfig.reward_from, a reward run (TrainConfig.objective = 'reward')
 
 One iteration (TrainConfig.steps counts them): `rollout_batch` prompts (data/prompts.py, from
-DataConfig.sources, each source's rate its share of the batch) are answered by the generation
-engine at ppo_settings.temperature; the four roles score the rows (align/rollout.py: log-probs, values, the reward at the last token, the KL
-folded into per-token rewards, GAE); then `epochs` passes over `minibatches` shuffled minibatches,
-each one step of the policy (objectives/ppo.py's clipped loss, plus gamma_ptx x a pretraining
-batch of PPOConfig.ptx_data through the bidirectional objective and gamma_sft x an instruction
-batch of PPOConfig.sft_data through the SFT objective) and one step of the value model (none with
-a shared backbone). The steps are train/step.py's, microbatching (TrainConfig.microbatches), clipping and the non-finite
-skip included. With PPOConfig.kl_target the KL coefficient adapts after each iteration
-(proportional control, Ziegler et al. 2019): coef *= 1 + clip(KL / target - 1, -0.2, 0.2) *
-rollout_batch / kl_horizon.
+DataConfig.sources, each source's rate its share of the batch) are answered by the generation engine
+at ppo_settings.temperature; the four roles score the rows (align/rollout.py: log-probs, values, the
+reward at the last token, the KL folded into per-token rewards, GAE); then `epochs` passes over
+`minibatches` shuffled minibatches, each one step of the policy (objectives/ppo.py's clipped loss,
+plus gamma_ptx x a pretraining batch of PPOConfig.ptx_data through the bidirectional objective and
+gamma_sft x an instruction batch of PPOConfig.sft_data through the SFT objective) and one step of
+the value model (none with a shared backbone). The steps are train/step.py's, microbatching
+(TrainConfig.microbatches), clipping and the non-finite skip included. With PPOConfig.kl_target the
+KL coefficient adapts after each iteration (proportional control, Ziegler et al. 2019): coef *= 1 +
+clip(KL / target - 1, -0.2, 0.2) * rollout_batch / kl_horizon.
 
-Resume. A checkpoint holds the policy (as `params` and `opt_state`, so every command that reads
-a run's parameters reads the policy; with a shared backbone its value head is among them), the
-value model with its optimizer state, the KL coefficient and the iteration. Everything random is a function of (TrainConfig.seed, iteration):
-the prompts of iteration i, the sampling key, the minibatch order; the ptx and sft streams are
-resumed at their positions (iteration x epochs x minibatches batches). A killed run therefore
-continues exactly as the uninterrupted one.
+Resume. A checkpoint holds the policy (as `params` and `opt_state`, so every command that reads a
+run's parameters reads the policy; with a shared backbone its value head is among them), the value
+model with its optimizer state, the KL coefficient and the iteration. Everything random is a
+function of (TrainConfig.seed, iteration): the prompts of iteration i, the sampling key, the
+minibatch order; the ptx and sft streams are resumed at their positions (iteration x epochs x
+minibatches batches). A killed run therefore continues exactly as the uninterrupted one.
 
 Eval (at iteration 0, the SFT model itself, then every TrainConfig.eval_every iterations): the
 first `eval_prompts` held-out prompts answered at the training temperature with a fixed key:

@@ -1,6 +1,7 @@
 """PPO's loop (align/ppo.py) gives the same run whatever the split: microbatching 1 x 8 equals
 8 x 1, 8 fake devices equal one, and a killed run resumed equals the uninterrupted one (its KL
-coefficient included). Bad settings are refused with the setting named.
+coefficient included). With the value head on the policy's backbone (and prompts from two
+sources) the head trains inside the policy. Bad settings are refused with the setting named.
 
 The roles are step-0 checkpoints of the tiny model (a fresh reward head on a fresh decoder): the
 invariances hold for any parameters, and a few iterations keep this file fast.
@@ -21,6 +22,7 @@ from batgpt_jax import checkpoints, config
 from batgpt_jax.data import prompts as prompts_lib
 from batgpt_jax.model import heads
 from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.align import ppo as ppo_loop
 from batgpt_jax.train import loop
 from batgpt_jax.train import state as train_state
 
@@ -158,6 +160,29 @@ def test_a_killed_run_resumes_exactly(straight, roles, tmp_path, monkeypatch):
   assert [h["step"] for h in second if h["kind"] == "train"] == [3]
   resumed = {**_train_records(first), **_train_records(second)}
   _assert_same(_train_records(history), resumed, atol=1e-6)
+
+
+def test_a_shared_backbone_trains_the_value_head_in_the_policy(roles, tmp_path):
+  """(Its prompts come from two sources, 12 and 4 of the 16 rows: data/prompts_test.py checks
+  the shares.)"""
+  shared = ("TrainConfig.steps = 2", "PPOConfig.shared_backbone = True",
+            "TrainConfig.checkpoint_every = 1",
+            "DataConfig.sources = [(@swap/PlantedPreferences(), 3.0), "
+            "(@length/PlantedPreferences(), 1.0)]",
+            "swap/PlantedPreferences.family = 'sort_swap'",
+            "length/PlantedPreferences.family = 'sort_length'")
+  one = _train_records(_ppo(roles, tmp_path / "one", *shared))
+  assert one[1]["value/loss"] > 0 and "value/grad_norm" not in one[1]  # no value model's step
+  assert np.isfinite(one[2]["value/explained_variance"])
+  # The head lives (and learns) in the policy's parameters, which readers still read.
+  (after_one, after_two) = [checkpoints.read_params(str(tmp_path / "one" / "checkpoints"), step)
+                            for step in (1, 2)]
+  start = checkpoints.read_params(*checkpoints.find_step(roles[0]))
+  assert sorted(after_two) == sorted([*start, "value_head"])
+  assert float(np.abs(np.asarray(after_two["value_head"]["kernel"])
+                      - np.asarray(after_one["value_head"]["kernel"])).max()) > 0
+  with pytest.raises(ValueError, match="no value model for value_from"):
+    ppo_loop.PPOConfig(reward_from=roles[1], shared_backbone=True, value_from=roles[1])
 
 
 @pytest.mark.parametrize("binding,message", [

@@ -1,7 +1,9 @@
 """PPO rollouts (align/rollout.py): the row layout, and a scored rollout agrees with the engine,
-the reward model's own scoring and the formulas of objectives/ppo.py."""
+the reward model's own scoring and the formulas of objectives/ppo.py; on a scored rollout, the
+policy objective with a shared backbone is the policy's plus value_coef x the value model's."""
 
 import gin
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -136,3 +138,34 @@ def test_metrics_of_a_rollout():
   assert values["reply/length"] == 2.5 and values["reply/eop_rate"] == 0.5
   assert values["value/explained_variance"] == pytest.approx(1.0)
   assert values["kl/coef"] == pytest.approx(0.2)
+
+
+def test_a_shared_backbone_adds_value_coef_times_the_value_loss(tiny):
+  cfg, vocabulary, roles = tiny
+  shared = {**roles["policy"], ppo.VALUE_HEAD: roles["value"][ppo.VALUE_HEAD]}
+  prompts = _prompts(vocabulary, ["Sort: 4913", "Copy: red fox"])
+  samples = engine.sample(cfg, shared, [p.ids for p in prompts],
+                          engine.SamplingConfig(max_new_tokens=6, temperature=0.8, seed=5))
+  rows, scored = _scored((cfg, vocabulary, {**roles, "policy": shared, "value": shared}),
+                         prompts, samples)
+  batch = {k: rows[k] for k in ("tokens", "positions", "segment_ids", "reply_mask")}
+  batch.update({k: scored[k] for k in ("old_logp", "old_values", "advantages", "returns")})
+  batch["norm"] = np.full((2,), rows["reply_mask"].sum(), np.float32)
+  batch["share"] = np.full((2,), 0.5, np.float32)
+  batch = {"ppo": {k: jnp.asarray(v) for k, v in batch.items()}}
+  settings = dict(SETTINGS, value_coef=0.3)
+  both = ppo.policy_objective(cfg, settings, value_head=True)
+  assert both.heads == (ppo.VALUE_HEAD,)
+  policy, value = ppo.policy_objective(cfg, settings), ppo.value_objective(cfg, settings)
+  total, _, sums = both.loss(shared, batch, {})
+  policy_loss, value_loss = policy.loss(shared, batch, {})[0], value.loss(shared, batch, {})[0]
+  assert float(value_loss) > 1e-3
+  np.testing.assert_allclose(total, policy_loss + 0.3 * value_loss, rtol=1e-6)
+  np.testing.assert_allclose(sums["value/loss"], value_loss, rtol=1e-6)
+  # The head learns from the value loss alone, the LM head from the policy loss alone.
+  grad = lambda objective: jax.grad(lambda p: objective.loss(p, batch, {})[0])(shared)
+  g_both, g_policy, g_value = grad(both), grad(policy), grad(value)
+  np.testing.assert_allclose(g_both[ppo.VALUE_HEAD]["kernel"],
+                             0.3 * g_value[ppo.VALUE_HEAD]["kernel"], rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(g_both["lm_head"], g_policy["lm_head"], rtol=1e-5, atol=1e-8)
+  assert float(jnp.abs(g_both["final_norm"]["scale"] - g_policy["final_norm"]["scale"]).max()) > 0

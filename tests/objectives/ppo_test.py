@@ -1,10 +1,16 @@
-"""PPO's math against its closed forms and plain-Python loops (objectives/ppo.py), 1e-6."""
+"""PPO's math against its closed forms and plain-Python loops (objectives/ppo.py), 1e-6; the
+roles' memory (align/ppo.py) against a count of the parameters."""
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from batgpt_jax.model import heads, transformer
+from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.train import state as train_state
 
 from batgpt_jax.align import ppo as ppo_loop
 from batgpt_jax.objectives import ppo
@@ -122,3 +128,24 @@ def test_reply_outputs_are_the_columns_that_chose_the_reply():
 def test_bad_settings_are_named(bad):
   with pytest.raises(ValueError, match="Invalid ppo_settings: .*" + next(iter(bad))):
     ppo.ppo_settings(**bad)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_role_memory_counts_parameters_and_adam_moments(shared):
+  cfg = ModelConfig(vocab_size=64, hidden=16, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=8,
+                    ffn=32, max_len=32)
+  decoder = sum(int(np.prod(a.shape)) * 4 for a in jax.tree.leaves(
+      transformer.abstract_params(cfg)))
+  head = (cfg.hidden + 1) * 4  # kernel and bias, float32
+  tx = train_state.make_optimizer(train_state.OptimizerConfig(), 10)
+  cfgs = {role: cfg for role in ("policy", "reference", "value", "reward")}
+  memory = ppo_loop.role_memory(cfgs, tx, tx, shared_backbone=shared)
+  # Parameters and AdamW's two moments, plus three int32 counters: the train state's step,
+  # Adam's and the learning-rate schedule's.
+  trained = lambda n: 3 * n + 3 * 4
+  assert memory["reference"] == decoder and memory["reward"] == decoder + head
+  if shared:
+    assert memory["value"] == 0 and memory["policy"] == trained(decoder + head)
+  else:
+    assert memory["policy"] == trained(decoder) and memory["value"] == trained(decoder + head)
+  assert memory["total"] == sum(v for k, v in memory.items() if k != "total")

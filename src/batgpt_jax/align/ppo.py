@@ -6,27 +6,29 @@ share the mesh, each placed by the logical-axis rules:
   policy     trained; starts from TrainConfig.init_from (the SFT run)
   reference  frozen, no optimizer state; TrainConfig.reference_from (default: init_from)
   value      trained; the decoder of PPOConfig.value_from (default: the reward model) with its
-             own, fresh value head
+             own, fresh value head. With PPOConfig.shared_backbone the value head sits on the
+             policy instead: no value model, and the policy's loss adds value_coef x the value
+             loss (half the trained parameters; the two losses then share one backbone)
   reward     frozen; PPOConfig.reward_from, a reward run (TrainConfig.objective = 'reward')
 
 One iteration (TrainConfig.steps counts them): `rollout_batch` prompts (data/prompts.py, from
-DataConfig.sources) are answered by the generation engine at ppo_settings.temperature; the four
-roles score the rows (align/rollout.py: log-probs, values, the reward at the last token, the KL
-folded into per-token rewards, GAE); then `epochs` passes over `minibatches` shuffled minibatches,
-each one step of the policy (objectives/ppo.py's clipped loss, plus gamma_ptx x a pretraining
-batch of PPOConfig.ptx_data through the bidirectional objective and gamma_sft x an instruction
-batch of PPOConfig.sft_data through the SFT objective) and one step of the value model. Both
-steps are train/step.py's, microbatching (TrainConfig.microbatches), clipping and the non-finite
-skip included. With PPOConfig.kl_target the KL coefficient adapts after each iteration
-(proportional control, Ziegler et al. 2019): coef *= 1 + clip(KL / target - 1, -0.2, 0.2) *
-rollout_batch / kl_horizon.
+DataConfig.sources, each source's rate its share of the batch) are answered by the generation engine
+at ppo_settings.temperature; the four roles score the rows (align/rollout.py: log-probs, values, the
+reward at the last token, the KL folded into per-token rewards, GAE); then `epochs` passes over
+`minibatches` shuffled minibatches, each one step of the policy (objectives/ppo.py's clipped loss,
+plus gamma_ptx x a pretraining batch of PPOConfig.ptx_data through the bidirectional objective and
+gamma_sft x an instruction batch of PPOConfig.sft_data through the SFT objective) and one step of
+the value model (none with a shared backbone). The steps are train/step.py's, microbatching
+(TrainConfig.microbatches), clipping and the non-finite skip included. With PPOConfig.kl_target the
+KL coefficient adapts after each iteration (proportional control, Ziegler et al. 2019): coef *= 1 +
+clip(KL / target - 1, -0.2, 0.2) * rollout_batch / kl_horizon.
 
-Resume. A checkpoint holds the policy (as `params` and `opt_state`, so every command that reads
-a run's parameters reads the policy), the value model with its optimizer state, the KL
-coefficient and the iteration. Everything random is a function of (TrainConfig.seed, iteration):
-the prompts of iteration i, the sampling key, the minibatch order; the ptx and sft streams are
-resumed at their positions (iteration x epochs x minibatches batches). A killed run therefore
-continues exactly as the uninterrupted one.
+Resume. A checkpoint holds the policy (as `params` and `opt_state`, so every command that reads a
+run's parameters reads the policy; with a shared backbone its value head is among them), the value
+model with its optimizer state, the KL coefficient and the iteration. Everything random is a
+function of (TrainConfig.seed, iteration): the prompts of iteration i, the sampling key, the
+minibatch order; the ptx and sft streams are resumed at their positions (iteration x epochs x
+minibatches batches). A killed run therefore continues exactly as the uninterrupted one.
 
 Eval (at iteration 0, the SFT model itself, then every TrainConfig.eval_every iterations): the
 first `eval_prompts` held-out prompts answered at the training temperature with a fixed key:
@@ -71,6 +73,7 @@ class PPOConfig:
 
   reward_from: str | None = None  # a reward run: the frozen reward model
   value_from: str | None = None  # the value model's decoder (None: reward_from)
+  shared_backbone: bool = False  # the value head on the policy's backbone: no value model
   rollout_batch: int = 64  # prompts answered per iteration
   max_prompt_len: int = 64  # longer prompts drop their oldest turns, or are skipped
   max_new_tokens: int = 16
@@ -108,6 +111,10 @@ class PPOConfig:
     if self.kl_horizon < 1 or self.eval_prompts < 1:
       problems.append(f"kl_horizon={self.kl_horizon} and eval_prompts={self.eval_prompts} must "
                       "be >= 1")
+    if self.shared_backbone and (self.value_from or self.value_optimizer):
+      problems.append("shared_backbone=True puts the value head on the policy, so there is no "
+                      "value model for value_from or value_optimizer: unset them (the value "
+                      "loss's weight is ppo_settings.value_coef)")
     if problems:
       raise ValueError("Invalid PPOConfig: " + "; ".join(problems) + ".")
 
@@ -121,21 +128,28 @@ def adaptive_kl_coef(coef: float, kl: float, target: float, horizon: int, sample
 @dataclasses.dataclass
 class Roles:
   cfgs: dict  # role -> ModelConfig
-  policy: dict  # {'step', 'params', 'opt_state'}
-  value: dict  # the same, with the value head
+  policy: dict  # {'step', 'params', 'opt_state'}; params carry the value head if shared
+  value: dict | None  # the same, with the value head; None with a shared backbone
   frozen: dict  # {'reference': params, 'reward': params}
   calibration: tuple[float, float]
   shardings: dict  # 'policy', 'value': state shardings
 
+  def value_params(self) -> dict:
+    return (self.value or self.policy)["params"]
 
-def role_memory(cfgs: dict, tx_policy, tx_value) -> dict:
+
+def role_memory(cfgs: dict, tx_policy, tx_value, shared_backbone: bool = False) -> dict:
   """Bytes of each role's arrays (parameters, and optimizer state for the trained ones), from
-  `jax.eval_shape` alone: {'policy', 'reference', 'value', 'reward', 'total'}."""
+  `jax.eval_shape` alone: {'policy', 'reference', 'value', 'reward', 'total'}. With a shared
+  backbone the value head is the policy's and 'value' is 0."""
   size = lambda tree: sum(np.dtype(a.dtype).itemsize * int(np.prod(a.shape))
                           for a in jax.tree.leaves(tree))
-  out = {"policy": size(train_state.abstract_state(cfgs["policy"], tx_policy)),
+  value_head = (ppo.VALUE_HEAD,)
+  out = {"policy": size(train_state.abstract_state(cfgs["policy"], tx_policy,
+                                                   value_head if shared_backbone else ())),
          "reference": size(model_heads.abstract_params(cfgs["reference"])),
-         "value": size(train_state.abstract_state(cfgs["value"], tx_value, (ppo.VALUE_HEAD,))),
+         "value": 0 if shared_backbone else size(
+             train_state.abstract_state(cfgs["value"], tx_value, value_head)),
          "reward": size(model_heads.abstract_params(cfgs["reward"], (reward_score.HEAD,)))}
   out["total"] = sum(out.values())
   return out
@@ -143,7 +157,8 @@ def role_memory(cfgs: dict, tx_policy, tx_value) -> dict:
 
 def _build_roles(cfg: loop.TrainConfig, ppo_cfg: PPOConfig, model_cfg: ModelConfig, mesh, rules,
                  tx_policy, tx_value) -> Roles:
-  value_from = ppo_cfg.value_from or ppo_cfg.reward_from
+  shared = ppo_cfg.shared_backbone
+  value_from = cfg.init_from if shared else ppo_cfg.value_from or ppo_cfg.reward_from
   reward = reward_score.load(ppo_cfg.reward_from, mesh=mesh, rules=rules)
   if reward.calibration is None and ppo_cfg.normalise_reward:
     raise ValueError(f"The reward model {reward.source} has no calibration (its run never "
@@ -158,31 +173,36 @@ def _build_roles(cfg: loop.TrainConfig, ppo_cfg: PPOConfig, model_cfg: ModelConf
       raise ValueError(f"The {role} model has vocab_size {cfgs[role].vocab_size}, the policy "
                        f"{model_cfg.vocab_size}: the roles must share one tokenizer. Train the "
                        "reward model from the policy's SFT run.")
-  shardings = {}
-  for role, tx, heads in (("policy", tx_policy, ()), ("value", tx_value, (ppo.VALUE_HEAD,))):
+  value_head = (ppo.VALUE_HEAD,)
+  trained = {"policy": (tx_policy, value_head if shared else ())}
+  if not shared:
+    trained["value"] = (tx_value, value_head)
+  shardings, states = {}, {}
+  for role, (tx, heads) in trained.items():
     abstract = train_state.abstract_state(cfgs[role], tx, heads)
     shardings[role] = train_state.state_shardings(cfgs[role], tx, mesh, rules, abstract, heads)
-  policy_params = loop.initial_params(cfg.init_from, model_cfg, shardings["policy"]["params"])
-  value_params = loop.initial_params(value_from, cfgs["value"], shardings["value"]["params"],
-                                     (ppo.VALUE_HEAD,), cfg.seed)
-  policy = train_state.create_state(model_cfg, tx_policy, mesh, rules, cfg.seed,
-                                    params=policy_params)[0]
-  value = train_state.create_state(cfgs["value"], tx_value, mesh, rules, cfg.seed,
-                                   params=value_params, heads=(ppo.VALUE_HEAD,))[0]
+    source = cfg.init_from if role == "policy" else value_from
+    params = loop.initial_params(source, cfgs[role], shardings[role]["params"], heads, cfg.seed)
+    states[role] = train_state.create_state(cfgs[role], tx, mesh, rules, cfg.seed, params=params,
+                                            heads=heads)[0]
   frozen = loop.frozen_params(cfg, ("reference",), model_cfg,
                               train_state.param_shardings(model_cfg, mesh, rules))
   frozen["reward"] = reward.params
-  metrics.log_console(f"Frozen reward model from {reward.source}; value model from "
-                      f"{value_from} with a fresh {ppo.VALUE_HEAD}")
-  return Roles(cfgs, policy, value, frozen, calibration, shardings)
+  metrics.log_console(f"Frozen reward model from {reward.source}; " + (
+      f"the {ppo.VALUE_HEAD} on the policy's backbone" if shared else
+      f"value model from {value_from} with its {ppo.VALUE_HEAD}"))
+  return Roles(cfgs, states["policy"], states.get("value"), frozen, calibration, shardings)
 
 
 # --- the checkpointed state: the policy at the top (params, opt_state), the rest beside it ------
 
 def _checkpoint_tree(iteration, roles: Roles, kl_coef: float) -> dict:
-  return {"step": jnp.asarray(iteration, jnp.int32), "params": roles.policy["params"],
+  tree = {"step": jnp.asarray(iteration, jnp.int32), "params": roles.policy["params"],
           "opt_state": roles.policy["opt_state"], "policy_step": roles.policy["step"],
-          "value": roles.value, "kl_coef": jnp.asarray(kl_coef, jnp.float32)}
+          "kl_coef": jnp.asarray(kl_coef, jnp.float32)}
+  if roles.value is not None:
+    tree["value"] = roles.value
+  return tree
 
 
 def _abstract_checkpoint(roles: Roles, mesh) -> tuple[dict, dict]:
@@ -191,8 +211,9 @@ def _abstract_checkpoint(roles: Roles, mesh) -> tuple[dict, dict]:
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
   shardings = {"step": replicated, "params": roles.shardings["policy"]["params"],
                "opt_state": roles.shardings["policy"]["opt_state"],
-               "policy_step": replicated, "value": roles.shardings["value"],
-               "kl_coef": replicated}
+               "policy_step": replicated, "kl_coef": replicated}
+  if roles.value is not None:
+    shardings["value"] = roles.shardings["value"]
   return abstract, shardings
 
 
@@ -253,7 +274,7 @@ class Rollouts:
                             mesh=self.mesh, rules=self.rules)
     generated = time.perf_counter()
     rows = rollout.rollout_rows(prompts, samples, max_prompt_len=self.ppo_cfg.max_prompt_len)
-    params = {"policy": self.roles.policy["params"], "value": self.roles.value["params"],
+    params = {"policy": self.roles.policy["params"], "value": self.roles.value_params(),
               **self.roles.frozen}
     scored = rollout.score_rollout(
         params, parallel.global_batch(rows, self.mesh, self.rules), jnp.float32(kl_coef),
@@ -305,10 +326,6 @@ def _check(cfg: loop.TrainConfig, ppo_cfg: PPOConfig) -> None:
 
 def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text):
   _check(cfg, ppo_cfg)
-  if len(data_cfg.sources) != 1:
-    raise ValueError(f"PPO's prompts come from one source; DataConfig.sources lists "
-                     f"{len(data_cfg.sources)}. Give one preference or instruction source (its "
-                     "rate is ignored).")
   settings = ppo.ppo_settings()
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   mesh = parallel.mesh_from_config(mesh_cfg)
@@ -319,7 +336,7 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
   tx_policy = train_state.make_optimizer(opt_cfg, updates)
   tx_value = train_state.make_optimizer(ppo_cfg.value_optimizer or opt_cfg, updates)
   roles = _build_roles(cfg, ppo_cfg, model_cfg, mesh, rules, tx_policy, tx_value)
-  memory = role_memory(roles.cfgs, tx_policy, tx_value)
+  memory = role_memory(roles.cfgs, tx_policy, tx_value, ppo_cfg.shared_backbone)
   metrics.log_console("Role memory (parameters + optimizer state): " + ", ".join(
       f"{k} {v / 2**20:.1f} MiB" for k, v in memory.items()))
 
@@ -338,12 +355,13 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
                        f"PPOConfig.{name}_data = @{name}/DataConfig().")
   train_anchors = [n for n in anchors if settings[f"gamma_{n}"] > 0]
 
-  policy_objective = ppo.policy_objective(model_cfg, settings, cfg.loss_chunk)
-  value_objective = ppo.value_objective(roles.cfgs["value"], settings)
+  policy_objective = ppo.policy_objective(model_cfg, settings, cfg.loss_chunk,
+                                          value_head=ppo_cfg.shared_backbone)
   policy_step, _ = train_step.jit_steps(policy_objective, tx_policy, mesh, rules,
                                         roles.shardings["policy"], microbatches=cfg.microbatches)
-  value_step, _ = train_step.jit_steps(value_objective, tx_value, mesh, rules,
-                                       roles.shardings["value"], microbatches=cfg.microbatches)
+  value_step = None if ppo_cfg.shared_backbone else train_step.jit_steps(
+      ppo.value_objective(roles.cfgs["value"], settings), tx_value, mesh, rules,
+      roles.shardings["value"], microbatches=cfg.microbatches)[0]
   anchor_objectives = {"ptx": pretrain.objective(model_cfg, cfg.loss_chunk),
                        "sft": sft.objective(model_cfg, cfg.loss_chunk)}
   anchor_evals = {name: train_step.jit_steps(anchor_objectives[name], tx_policy, mesh, rules,
@@ -362,7 +380,7 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
     tree = restored.state
     roles.policy = {"step": tree["policy_step"], "params": tree["params"],
                     "opt_state": tree["opt_state"]}
-    roles.value = tree["value"]
+    roles.value = tree.get("value")
     kl_coef = float(jax.device_get(tree["kl_coef"]))
     iteration = restored.step
     metrics.log_console(f"Resumed PPO at iteration {iteration} (KL coefficient {kl_coef:.4g}) in "
@@ -377,11 +395,9 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
     mngr.close()
     return []
 
-  with logs.native_noise_filtered():
-    stream = prompts_lib.PromptStream(
-        prompts_lib.read_prompts(data_cfg.sources[0][0], vocab, "train",
-                                 max_prompt_len=ppo_cfg.max_prompt_len),
-        ppo_cfg.rollout_batch, cfg.seed)
+  stream = prompts_lib.PromptStream(_prompt_pools(data_cfg, vocab, "train", ppo_cfg),
+                                    ppo_cfg.rollout_batch, cfg.seed,
+                                    [rate for _, rate in data_cfg.sources])
   per_iteration = ppo_cfg.epochs * ppo_cfg.minibatches
   streams = {name: _anchor_batches(name, anchors[name], vocab, cfg, iteration * per_iteration)
              for name in train_anchors}
@@ -427,10 +443,11 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
               batch[name] = _with_norm(name, next(streams[name]))
             roles.policy, policy_metrics = policy_step(roles.policy, _placed(batch, mesh, rules),
                                                        {})
-            roles.value, value_metrics = value_step(
-                roles.value, _placed({"ppo": batch["ppo"]}, mesh, rules), {})
-            step_metrics.append({**_prefixed(policy_metrics, "policy"),
-                                 **_prefixed(value_metrics, "value")})
+            step_metrics.append(_prefixed(policy_metrics, "policy"))
+            if value_step is not None:
+              roles.value, value_metrics = value_step(
+                  roles.value, _placed({"ppo": batch["ppo"]}, mesh, rules), {})
+              step_metrics[-1].update(_prefixed(value_metrics, "value"))
         values.update(_mean_metrics(step_metrics))
         timings["time/train"] = time.perf_counter() - trained
         values.update(timings)
@@ -484,15 +501,24 @@ def _mean_metrics(records: list[dict]) -> dict:
   return {k: float(np.mean([r[k] for r in host])) for k in host[0]}
 
 
-def _held_out(ppo_cfg: PPOConfig, data_cfg, anchors: dict, vocab, cfg) -> dict:
+def _prompt_pools(data_cfg, vocab, split: str, ppo_cfg: PPOConfig) -> list[list]:
   with logs.native_noise_filtered():
-    prompts = prompts_lib.read_prompts(data_cfg.sources[0][0], vocab, "validation",
-                                       max_prompt_len=ppo_cfg.max_prompt_len)
+    return [prompts_lib.read_prompts(source, vocab, split, max_prompt_len=ppo_cfg.max_prompt_len)
+            for source, _ in data_cfg.sources]
+
+
+def _held_out(ppo_cfg: PPOConfig, data_cfg, anchors: dict, vocab, cfg) -> dict:
+  """The eval prompts (the first of each source's validation split, in the mixture's shares)
+  and the anchors' held-out batches."""
+  pools = _prompt_pools(data_cfg, vocab, "validation", ppo_cfg)
+  rows = prompts_lib.mixture_rows(ppo_cfg.eval_prompts, [rate for _, rate in data_cfg.sources])
+  prompts = [p for pool, n in zip(pools, rows) for p in pool[:n]]
+  with logs.native_noise_filtered():
     batches = {name: pipeline.eval_batches(anchor_cfg, vocab, seq_len=cfg.seq_len,
                                            global_batch=cfg.global_batch,
                                            num_batches=cfg.eval_batches)
                for name, anchor_cfg in anchors.items()}
-  return {"prompts": prompts[:ppo_cfg.eval_prompts], "batches": batches}
+  return {"prompts": prompts, "batches": batches}
 
 
 def evaluate(rollouts: Rollouts, held_out: dict, objectives: dict, eval_fns: dict, seed: int,

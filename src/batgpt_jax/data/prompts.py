@@ -9,9 +9,11 @@ rule"). Any preference source (PreferenceJsonl, PlantedPreferences) or instructi
 
 The Task's examples are `inputs` (the prompt ids) and `reference` (the reply's ids). A prompt
 longer than `max_prompt_len` drops its oldest history turns first, and is skipped and counted
-when even its last turn is too long. `PromptStream` reads a split through the Task once and
-deals it out in batches, reshuffled every epoch by the seed: batch i is a function of (seed, i)
-alone, so a resumed run sees exactly the prompts an uninterrupted one would.
+when even its last turn is too long. `PromptStream` deals the prompts of a split out in batches,
+reshuffled every epoch by the seed: batch i is a function of (seed, i) alone, so a resumed run
+sees exactly the prompts an uninterrupted one would. Several sources (DataConfig.sources with
+their rates) each give every batch a fixed share of its rows (`mixture_rows`), each source
+walking its own epochs.
 """
 
 import dataclasses
@@ -44,6 +46,12 @@ def _turns(source, split: str) -> Iterator[tuple[str, tuple, str, str | None, st
       *history, (query, reply) = conversation.turns
       yield where, tuple(history), query, conversation.system, reply
   else:
+    check_source(source)
+
+
+def check_source(source) -> None:
+  """Refuses a source without prompts (a pretraining corpus), naming the kinds that have them."""
+  if tasks.source_kind(source) not in ("preference", "instruction"):
     raise ValueError(f"{tasks.describe(source)} holds documents, not prompts: PPO's prompts come "
                      "from a preference source (PreferenceJsonl, PlantedPreferences) or an "
                      "instruction source (ChatJsonl, DefaultInstructions).")
@@ -79,6 +87,7 @@ def _prompt_dataset(split: str, shuffle_files: bool, *, source, vocabulary, max_
 
 def register_task(source, vocabulary, *, max_prompt_len: int) -> str:
   """Registers (once) the prompt Task of `source`; returns its name."""
+  check_source(source)
   key = tasks.digest("prompts", tasks.describe(source), tasks.validation_split(), max_prompt_len,
                      tasks.vocabulary_digest(vocabulary))
   name = f"batgpt_prompts_{type(source).__name__.lower()}_{key}"
@@ -107,21 +116,46 @@ def read_prompts(source, vocabulary, split: str, *, max_prompt_len: int) -> list
   return out
 
 
+def mixture_rows(batch: int, rates: Sequence[float]) -> list[int]:
+  """Rows of each source in a batch of `batch`: proportional to the rates, the remainder to the
+  largest fractions (ties to the earlier source). Every source gets at least one row."""
+  shares = np.asarray(rates, np.float64) * batch / float(np.sum(rates))
+  rows = np.floor(shares).astype(int)
+  for i in np.argsort(-(shares - rows), kind="stable")[:batch - int(rows.sum())]:
+    rows[i] += 1
+  if rows.min() < 1:
+    raise ValueError(f"A batch of {batch} prompts at rates {list(rates)} gives a source no row "
+                     f"({rows.tolist()}); raise its rate, or the batch (PPOConfig.rollout_batch "
+                     "or eval_prompts).")
+  return rows.tolist()
+
+
 class PromptStream:
-  """Batches of `batch` prompts: epoch after epoch, each in its own seeded order."""
+  """Batches of `batch` prompts from one or several pools (sources): each pool gives its fixed
+  share of the rows (`mixture_rows`), epoch after epoch in its own seeded order."""
 
-  def __init__(self, prompts: Sequence[Prompt], batch: int, seed: int):
-    if batch > len(prompts):
-      raise ValueError(f"A rollout batch of {batch} prompts is more than the {len(prompts)} "
-                       "prompts of the source; lower PPOConfig.rollout_batch or add prompts.")
-    self.prompts, self.batch_size, self.seed = list(prompts), batch, seed
+  def __init__(self, pools: Sequence[Sequence[Prompt]], batch: int, seed: int,
+               rates: Sequence[float] = (1.0,)):
+    if len(pools) != len(rates):
+      raise ValueError(f"{len(pools)} prompt pools but {len(rates)} rates.")
+    self.rows = mixture_rows(batch, rates)
+    for pool, rows in zip(pools, self.rows):
+      if rows > len(pool):
+        raise ValueError(f"A rollout batch takes {rows} prompts from a source that has "
+                         f"{len(pool)}; lower PPOConfig.rollout_batch or add prompts.")
+    self.pools, self.batch_size, self.seed = [list(p) for p in pools], batch, seed
 
-  def _order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(len(self.prompts))
+  def _order(self, pool: int, epoch: int) -> np.ndarray:
+    # Pool 0 keeps the order it has as the only source.
+    key = [self.seed, epoch] if pool == 0 else [self.seed, epoch, pool]
+    return np.random.default_rng(key).permutation(len(self.pools[pool]))
 
   def batch(self, index: int) -> list[Prompt]:
-    """Batch `index` (from 0). An epoch holds len // batch whole batches; the rest waits."""
-    per_epoch = len(self.prompts) // self.batch_size
-    epoch, within = divmod(index, per_epoch)
-    rows = self._order(epoch)[within * self.batch_size:(within + 1) * self.batch_size]
-    return [self.prompts[i] for i in rows]
+    """Batch `index` (from 0): the pools' rows in pool order. A pool's epoch holds
+    len // rows whole batches; the rest waits for the next epoch's order."""
+    out = []
+    for pool, rows in enumerate(self.rows):
+      epoch, within = divmod(index, len(self.pools[pool]) // rows)
+      out += [self.pools[pool][i]
+              for i in self._order(pool, epoch)[within * rows:(within + 1) * rows]]
+    return out

@@ -171,7 +171,7 @@ def cut_document(text: str, limit: int) -> Iterator[str]:
 # Skipped lines.
 
 _SKIPPED = {"invalid UTF-8": set(), "invalid JSON": set(), "conversation too long": set(),
-            "preference pair too long": set()}
+            "preference pair too long": set(), "prompt too long": set()}
 _SKIPPED_LOCK = threading.Lock()
 
 

@@ -139,6 +139,13 @@ def apply(cfg: ModelConfig, params: dict, tokens, positions, segment_ids, *, met
   return getattr(nnx.merge(graphdef, params), method)(tokens, positions, segment_ids)
 
 
+def project(cfg: ModelConfig, params: dict, hidden):
+  """The LM head on hidden states [batch, length, hidden] -> logits [..., vocab] (float32): the
+  logits of `apply` for only the positions a caller keeps."""
+  graphdef, _ = _abstract_model(cfg)
+  return nnx.merge(graphdef, params).logits(hidden)
+
+
 def init_cache(cfg: ModelConfig, batch: int, slots: int) -> dict:
   """An empty KV cache: {'k', 'v'}, each [layers, batch, slots, kv_heads, head_dim]."""
   shape = (cfg.n_layers, batch, slots, cfg.n_kv_heads, cfg.head_dim)

@@ -13,6 +13,10 @@ The model's outputs at columns P - 1 .. P + R - 2 are those that chose the R rep
   policy      max(-A rho, -A clip(rho, 1 - eps, 1 + eps)) - entropy_coef * H,  rho = pi / pi_old
   value       0.5 max((V - G)^2, (V_old + clip(V - V_old, -eps_v, eps_v) - G)^2)
 
+The value model is its own decoder (`value_objective`) or, with a shared backbone, a value head
+on the policy (`policy_objective(..., value_head=True)`: one forward pass, policy loss +
+value_coef x value loss).
+
 Both objectives follow the contract (`contract.py`) with exact means under any microbatching:
 a minibatch carries its own global normalisers on every row (`norm`: its reply-token count;
 `share`: 1 / its rows, so the shares of all microbatches add up to 1), and each part of the loss
@@ -40,7 +44,7 @@ VALUE_HEAD = "value_head"
 def ppo_settings(clip: float = 0.2, value_clip: float = 0.2, entropy_coef: float = 0.0,
                  gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0,
                  gamma_ptx: float = 0.0, gamma_sft: float = 0.0,
-                 kl_estimator: str = "k1") -> dict:
+                 kl_estimator: str = "k1", value_coef: float = 0.1) -> dict:
   """PPO's loss knobs, from gin (the loop's own settings are align/ppo.py's PPOConfig)."""
   problems = []
   if clip <= 0 or value_clip <= 0:
@@ -49,9 +53,9 @@ def ppo_settings(clip: float = 0.2, value_clip: float = 0.2, entropy_coef: float
     problems.append(f"gamma={gamma} and lam={lam} must be in [0, 1]")
   if temperature <= 0:
     problems.append(f"temperature={temperature} must be > 0 (PPO samples its rollouts)")
-  if entropy_coef < 0 or gamma_ptx < 0 or gamma_sft < 0:
-    problems.append(f"entropy_coef={entropy_coef}, gamma_ptx={gamma_ptx} and gamma_sft="
-                    f"{gamma_sft} must be >= 0")
+  if min(entropy_coef, gamma_ptx, gamma_sft, value_coef) < 0:
+    problems.append(f"entropy_coef={entropy_coef}, gamma_ptx={gamma_ptx}, gamma_sft={gamma_sft} "
+                    f"and value_coef={value_coef} must be >= 0")
   if kl_estimator not in KL_ESTIMATORS:
     problems.append(f"kl_estimator={kl_estimator!r}; expected one of {KL_ESTIMATORS}")
   if problems:
@@ -59,7 +63,8 @@ def ppo_settings(clip: float = 0.2, value_clip: float = 0.2, entropy_coef: float
   return {"clip": float(clip), "value_clip": float(value_clip),
           "entropy_coef": float(entropy_coef), "gamma": float(gamma), "lam": float(lam),
           "temperature": float(temperature), "gamma_ptx": float(gamma_ptx),
-          "gamma_sft": float(gamma_sft), "kl_estimator": kl_estimator}
+          "gamma_sft": float(gamma_sft), "kl_estimator": kl_estimator,
+          "value_coef": float(value_coef)}
 
 
 # --- per-token math (closed forms; tests check them against the formulas above) -----------------
@@ -148,27 +153,31 @@ def reply_outputs(x, batch):
   return jax.lax.slice_in_dim(x, width - replies - 1, width - 1, axis=1)
 
 
-def reply_logits(cfg: ModelConfig, params, batch, temperature: float):
-  """The policy's tempered logits over the reply slots, [batch, R, vocab] float32."""
-  logits = transformer.apply(cfg, heads.decoder_params(params), batch["tokens"],
-                             batch["positions"], batch["segment_ids"])
-  return reply_outputs(logits, batch) / temperature
+def reply_hidden(cfg: ModelConfig, params, batch):
+  """The decoder's final hidden states over the reply slots, [batch, R, hidden]."""
+  hidden = transformer.apply(cfg, heads.decoder_params(params), batch["tokens"],
+                             batch["positions"], batch["segment_ids"], method="hidden_states")
+  return reply_outputs(hidden, batch)
 
 
-def reply_logprobs(cfg: ModelConfig, params, batch, temperature: float):
-  """(log-prob of each reply token [batch, R], the logits it came from [batch, R, vocab])."""
-  logits = reply_logits(cfg, params, batch, temperature)
+def logprobs_from_hidden(cfg: ModelConfig, params, hidden, batch, temperature: float):
+  """(log-prob of each reply token [batch, R], the tempered logits [batch, R, vocab] float32)
+  from the reply slots' hidden states: the LM head runs on those R columns only."""
+  logits = transformer.project(cfg, heads.decoder_params(params), hidden) / temperature
   targets = batch["tokens"][:, -reply_width(batch):]
   logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None],
                              axis=-1)[..., 0]
   return logp, logits
 
 
+def reply_logprobs(cfg: ModelConfig, params, batch, temperature: float):
+  """(log-prob of each reply token [batch, R], the logits it came from [batch, R, vocab])."""
+  return logprobs_from_hidden(cfg, params, reply_hidden(cfg, params, batch), batch, temperature)
+
+
 def reply_scores(cfg: ModelConfig, params, batch, head: str):
   """A scalar head over the reply slots, [batch, R] float32 (values, or rewards per prefix)."""
-  hidden = transformer.apply(cfg, heads.decoder_params(params), batch["tokens"],
-                             batch["positions"], batch["segment_ids"], method="hidden_states")
-  return heads.scores(params, reply_outputs(hidden, batch), head)
+  return heads.scores(params, reply_hidden(cfg, params, batch), head)
 
 
 def sequence_scores(cfg: ModelConfig, params, batch, head: str = "reward_head"):
@@ -187,11 +196,18 @@ def _normalised(batch):
   return jnp.max(batch["norm"]), jnp.sum(batch["share"])
 
 
+def _value_sums(values, rollout, mask, norm, value_clip: float):
+  vf, clipped = value_terms(values, rollout["old_values"], rollout["returns"], value_clip)
+  return jnp.sum(vf * mask) / norm, jnp.sum(clipped * mask) / norm
+
+
 def policy_objective(model_cfg: ModelConfig, settings: dict | None = None,
-                     loss_chunk: int = 0) -> Objective:
+                     loss_chunk: int = 0, value_head: bool = False) -> Objective:
   """The clipped policy loss and entropy bonus on a rollout minibatch (`batch['ppo']`), plus
   gamma_ptx x the bidirectional loss of `batch['ptx']` and gamma_sft x the SFT loss of
-  `batch['sft']` when those are in the batch."""
+  `batch['sft']` when those are in the batch. value_head: the policy carries the value head
+  (a shared backbone) and the loss adds value_coef x the clipped value loss, from the same
+  forward pass."""
   settings = ppo_settings() if settings is None else ppo_settings(**settings)
   anchors = {"ptx": pretrain.objective(model_cfg, loss_chunk),
              "sft": sft.objective(model_cfg, loss_chunk)}
@@ -201,7 +217,9 @@ def policy_objective(model_cfg: ModelConfig, settings: dict | None = None,
     rollout = batch["ppo"]
     norm, share = _normalised(rollout)
     mask = rollout["reply_mask"].astype(jnp.float32)
-    logp, logits = reply_logprobs(model_cfg, params, rollout, settings["temperature"])
+    hidden = reply_hidden(model_cfg, params, rollout)
+    logp, logits = logprobs_from_hidden(model_cfg, params, hidden, rollout,
+                                        settings["temperature"])
     pg, clipped, approx_kl = policy_terms(logp, rollout["old_logp"], rollout["advantages"],
                                           settings["clip"])
     ent = entropy(logits)
@@ -209,6 +227,11 @@ def policy_objective(model_cfg: ModelConfig, settings: dict | None = None,
     sums = {"policy/loss": jnp.sum(pg * mask) / norm, "policy/clipfrac": jnp.sum(clipped * mask)
             / norm, "policy/approx_kl": jnp.sum(approx_kl * mask) / norm,
             "policy/entropy": jnp.sum(ent * mask) / norm}
+    if value_head:
+      values = heads.scores(params, hidden, VALUE_HEAD)
+      sums["value/loss"], sums["value/clipfrac"] = _value_sums(values, rollout, mask, norm,
+                                                               settings["value_clip"])
+      loss_sum += settings["value_coef"] * sums["value/loss"]
     for name, objective in anchors.items():
       if name in batch:
         part_sum, _, part_sums = objective.loss(params, batch[name], {})
@@ -218,7 +241,8 @@ def policy_objective(model_cfg: ModelConfig, settings: dict | None = None,
     return loss_sum, share, sums
 
   return Objective(name="ppo_policy", loss=loss, eval_loss=loss,
-                   summarize=lambda loss_sum, total, sums: {"loss": loss_sum, **sums})
+                   summarize=lambda loss_sum, total, sums: {"loss": loss_sum, **sums},
+                   heads=(VALUE_HEAD,) if value_head else ())
 
 
 def value_objective(model_cfg: ModelConfig, settings: dict | None = None) -> Objective:
@@ -231,11 +255,8 @@ def value_objective(model_cfg: ModelConfig, settings: dict | None = None) -> Obj
     norm, share = _normalised(rollout)
     mask = rollout["reply_mask"].astype(jnp.float32)
     values = reply_scores(model_cfg, params, rollout, VALUE_HEAD)
-    vf, clipped = value_terms(values, rollout["old_values"], rollout["returns"],
-                              settings["value_clip"])
-    loss_sum = jnp.sum(vf * mask) / norm
-    return loss_sum, share, {"value/loss": loss_sum,
-                             "value/clipfrac": jnp.sum(clipped * mask) / norm}
+    loss_sum, clipfrac = _value_sums(values, rollout, mask, norm, settings["value_clip"])
+    return loss_sum, share, {"value/loss": loss_sum, "value/clipfrac": clipfrac}
 
   return Objective(name="ppo_value", loss=loss, eval_loss=loss,
                    summarize=lambda loss_sum, total, sums: {"loss": loss_sum, **sums},

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from batgpt_jax import parallel
-from batgpt_jax.model import transformer
+from batgpt_jax.model import heads, transformer
 from batgpt_jax.model.config import ModelConfig
 
 
@@ -50,7 +50,10 @@ def chunked_token_cross_entropy(hidden, lm_head, targets, chunk: int):
 
 
 def token_terms(params, batch, cfg: ModelConfig, loss_chunk: int = 0):
-  """The decoder on a packed batch -> per-token (cross-entropy, log Z, correct), [batch, length]."""
+  """The decoder on a packed batch -> per-token (cross-entropy, log Z, correct), [batch, length].
+
+  `params` may carry scalar heads (a policy with PPO's value head): the decoder ignores them."""
+  params = heads.decoder_params(params)
   args = (batch["tokens"], batch["positions"], batch["segment_ids"])
   if loss_chunk:
     hidden = transformer.apply(cfg, params, *args, method="hidden_states")

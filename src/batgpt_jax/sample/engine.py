@@ -39,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from batgpt_jax import parallel
 from batgpt_jax.data import vocab as vocab_lib
-from batgpt_jax.model import transformer
+from batgpt_jax.model import heads, transformer
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.sample import filters
 from batgpt_jax.train import state as train_state
@@ -267,7 +267,9 @@ def sample(cfg: ModelConfig, params: dict, prompts: Sequence[Sequence[int]],
   max_batch: decode at most this many prompts at a time (an evaluation set of thousands), each
   batch padded to max_batch rows so that one compiled shape serves them all; batch n > 0 draws
   from the seed's key folded with n. on_token: see `decode_loop` (called for each batch in turn).
+  `params` may carry scalar heads (a PPO policy with its value head); generation ignores them.
   """
+  params = heads.decoder_params(params)
   if not prompts or any(len(p) == 0 for p in prompts):
     raise ValueError("Every prompt needs at least one token (the direction token).")
   width = max(len(p) for p in prompts)

@@ -146,18 +146,36 @@ def stages(work: pathlib.Path) -> dict:
   return runs
 
 
+def _logged_history(run_dir: pathlib.Path) -> list[dict]:
+  """A finished run's records, as `loop.train` returned them, from its metrics.jsonl."""
+  history = []
+  for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    record = json.loads(line)
+    for kind in ("train", "eval"):
+      values = {k[len(kind) + 1:]: v for k, v in record.items() if k.startswith(kind + "/")}
+      if values:
+        history.append({"step": record["step"], "kind": kind, **values})
+  return history
+
+
 def arm(name: str, runs: dict, work: pathlib.Path, iterations: int) -> dict:
+  """One arm's results; a finished run directory is read back, not run again."""
   sft, reward, bindings = ARMS[name]
   run_dir = work / f"ppo_{name}"
   start = time.perf_counter()
-  history = _train(run_dir, PPO, f"TrainConfig.init_from = '{runs[sft]}'",
-                   f"PPOConfig.reward_from = '{runs[reward]}'", f"TrainConfig.steps = {iterations}",
-                   f"TrainConfig.eval_every = {iterations}",
-                   f"TrainConfig.checkpoint_every = {iterations}",
-                   f"ChatJsonl.file_pattern = '{work / 'sort_sft.jsonl'}'", *bindings)
+  read_back = _done(run_dir)
+  if read_back:
+    history = _logged_history(run_dir)
+  else:
+    history = _train(run_dir, PPO, f"TrainConfig.init_from = '{runs[sft]}'",
+                     f"PPOConfig.reward_from = '{runs[reward]}'",
+                     f"TrainConfig.steps = {iterations}", f"TrainConfig.eval_every = {iterations}",
+                     f"TrainConfig.checkpoint_every = {iterations}",
+                     f"ChatJsonl.file_pattern = '{work / 'sort_sft.jsonl'}'", *bindings)
   evals = [h for h in history if h["kind"] == "eval"]
   train = [h for h in history if h["kind"] == "train"]
-  return {"start": evals[0], "end": evals[-1], "seconds": time.perf_counter() - start,
+  return {"start": evals[0], "end": evals[-1],
+          "seconds": None if read_back else time.perf_counter() - start,
           "train_kl": [h["kl/sequence"] for h in train],
           "train_coef": [h["kl/coef"] for h in train],
           "train_reward": [h["reward/score"] for h in train],
@@ -176,13 +194,13 @@ def checks(results: dict) -> dict:
     second = np.array(kl["train_kl"][len(kl["train_kl"]) // 2:])
     share = kl["end"]["reply/reference_match"]
     out["rule_share"] = {"start": kl["start"]["reply/reference_match"], "end": share,
-                         "met": share >= 0.85}
+                         "met": bool(share >= 0.85)}
     out["kl_second_half"] = {"mean": float(second.mean()), "target": 1.5,
                              "within_50%_share": float(np.mean(np.abs(second / 1.5 - 1) <= 0.5)),
-                             "met": abs(second.mean() / 1.5 - 1) <= 0.5}
+                             "met": bool(abs(second.mean() / 1.5 - 1) <= 0.5)}
     if "free" in results:
       ratio = float(np.mean(results["free"]["train_kl"][-5:]) / np.mean(kl["train_kl"][-5:]))
-      out["free_over_controlled_kl"] = {"ratio": ratio, "met": ratio >= 3}
+      out["free_over_controlled_kl"] = {"ratio": ratio, "met": bool(ratio >= 3)}
   anchored = [("kl", "sft", ("sft/loss",)), ("drift", "drift_sft", ("sft/loss",)),
               ("drift", "drift_ptx", ("ptx/l2r/loss", "ptx/r2l/loss"))]
   for base, name, keys in anchored:
@@ -192,12 +210,12 @@ def checks(results: dict) -> dict:
         # At most 5% with the anchor, and at least twice that (and twice 5%) without it.
         out[f"{name}_vs_{base}: {key} rise"] = {
             "with": with_, "without": without,
-            "met": with_ <= 0.05 and without >= 2 * max(with_, 0.05)}
+            "met": bool(with_ <= 0.05 and without >= 2 * max(with_, 0.05))}
   lengths = {name: results[name]["end"]["reply/length"] / results[name]["start"]["reply/length"]
              for name in ("longer_free", "longer_kl") if name in results}
   if len(lengths) == 2:  # the hack shows without the KL term; with it, within 1.5x
-    out["length_ratio"] = {**lengths, "met": lengths["longer_free"] > max(
-        1.1, lengths["longer_kl"]) and lengths["longer_kl"] <= 1.5}
+    out["length_ratio"] = {**lengths, "met": bool(lengths["longer_free"] > max(
+        1.1, lengths["longer_kl"]) and lengths["longer_kl"] <= 1.5)}
   return out
 
 
@@ -214,7 +232,8 @@ def main() -> None:
   for name in args.arms.split(","):
     results[name] = arm(name, runs, args.work_dir, args.iterations)
     r = results[name]
-    print(f"arm {name}: {r['seconds']:.0f} s | rule {r['start']['reply/reference_match']:.1%} -> "
+    took = "read back" if r["seconds"] is None else f"{r['seconds']:.0f} s"
+    print(f"arm {name}: {took} | rule {r['start']['reply/reference_match']:.1%} -> "
           f"{r['end']['reply/reference_match']:.1%} | KL {r['end']['kl/sequence']:.2f} | length "
           f"{r['start']['reply/length']:.1f} -> {r['end']['reply/length']:.1f} | ptx "
           f"{r['start'].get('ptx/loss', float('nan')):.3f} -> "

@@ -84,12 +84,15 @@ def _assert_same(a: dict, b: dict, atol: float):
         assert b[step][key] == pytest.approx(value, abs=atol), (step, key, value, b[step][key])
 
 
+ADAPTIVE = ("PPOConfig.kl_target = 0.01", "PPOConfig.kl_horizon = 100")
+
+
 @pytest.fixture(scope="module")
 def straight(roles, tmp_path_factory):
-  """Three iterations with an adaptive KL coefficient, the reference of every comparison."""
+  """Three iterations with an adaptive KL coefficient on this process's 8 devices, one
+  microbatch: the reference of every comparison."""
   run_dir = tmp_path_factory.mktemp("straight")
-  history = _ppo(roles, run_dir, "PPOConfig.kl_target = 0.01", "PPOConfig.kl_horizon = 100",
-                 "TrainConfig.checkpoint_every = 1")
+  history = _ppo(roles, run_dir, *ADAPTIVE, "TrainConfig.checkpoint_every = 1")
   return history, run_dir
 
 
@@ -111,19 +114,17 @@ def test_a_run_learns_something_and_saves_the_policy_where_readers_look(straight
   assert float(np.abs(np.asarray(params["lm_head"]) - np.asarray(start["lm_head"])).max()) > 0
 
 
-def test_microbatching_1x8_equals_8x1(roles, tmp_path):
-  one = _ppo(roles, tmp_path / "one", "TrainConfig.steps = 2")
-  eight = _ppo(roles, tmp_path / "eight", "TrainConfig.steps = 2", "TrainConfig.microbatches = 8")
-  _assert_same(_train_records(one), _train_records(eight), atol=1e-5)
+def test_microbatching_1x8_equals_8x1(straight, roles, tmp_path):
+  eight = _ppo(roles, tmp_path / "eight", *ADAPTIVE, "TrainConfig.microbatches = 8")
+  _assert_same(_train_records(straight[0]), _train_records(eight), atol=1e-5)
 
 
-def test_eight_devices_equal_one(roles, tmp_path):
+def test_eight_devices_equal_one(straight, roles, tmp_path):
   """This process has 8 fake CPU devices (conftest.py); the `batgpt train` subprocess has 1."""
   assert jax.device_count() == 8
-  eight = _ppo(roles, tmp_path / "eight", "TrainConfig.steps = 2")
   files = [s for s in BASE if s.endswith(".gin")]
-  bindings = [s for s in BASE if not s.endswith(".gin")] + _bindings(
-      roles, tmp_path / "one", "TrainConfig.steps = 2")
+  bindings = [s for s in BASE if not s.endswith(".gin")] + _bindings(roles, tmp_path / "one",
+                                                                     *ADAPTIVE)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   proc = subprocess.run([sys.executable, "-m", "batgpt_jax.cli", "train",
                          *[f"--gin_file={f}" for f in files],
@@ -135,9 +136,9 @@ def test_eight_devices_equal_one(roles, tmp_path):
     one = [json.loads(line) for line in f]
   one = {r["step"]: {k[len("train/"):]: v for k, v in r.items() if k.startswith("train/")}
          for r in one}
-  _assert_same(_train_records(eight), {s: {k: v for k, v in r.items()
-                                             if not k.startswith(SKIP)}
-                                         for s, r in one.items()}, atol=1e-4)
+  _assert_same(_train_records(straight[0]), {s: {k: v for k, v in r.items()
+                                                 if not k.startswith(SKIP)}
+                                             for s, r in one.items()}, atol=1e-4)
 
 
 def test_a_killed_run_resumes_exactly(straight, roles, tmp_path, monkeypatch):
@@ -152,11 +153,10 @@ def test_a_killed_run_resumes_exactly(straight, roles, tmp_path, monkeypatch):
     return real_batch(stream, index)
 
   monkeypatch.setattr(prompts_lib.PromptStream, "batch", batch)
-  extra = ("PPOConfig.kl_target = 0.01", "PPOConfig.kl_horizon = 100")
-  first = _ppo(roles, tmp_path, *extra)
+  first = _ppo(roles, tmp_path, *ADAPTIVE)
   assert first[-1] == {"step": 2, "kind": "preempted"}
   monkeypatch.setattr(prompts_lib.PromptStream, "batch", real_batch)
-  second = _ppo(roles, tmp_path, *extra)
+  second = _ppo(roles, tmp_path, *ADAPTIVE)
   assert [h["step"] for h in second if h["kind"] == "train"] == [3]
   resumed = {**_train_records(first), **_train_records(second)}
   _assert_same(_train_records(history), resumed, atol=1e-6)

@@ -39,7 +39,6 @@ run without an anchor shows what it loses).
 """
 
 import dataclasses
-import logging
 import os
 import time
 
@@ -59,7 +58,7 @@ from batgpt_jax.model import heads as model_heads
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.objectives import ppo, pretrain, sft
 from batgpt_jax.sample import engine
-from batgpt_jax.train import faults, loop, metrics, run_lock
+from batgpt_jax.train import faults, loop, metrics
 from batgpt_jax.train import state as train_state
 from batgpt_jax.train import step as train_step
 
@@ -133,9 +132,6 @@ class Roles:
   frozen: dict  # {'reference': params, 'reward': params}
   calibration: tuple[float, float]
   shardings: dict  # 'policy', 'value': state shardings
-
-  def value_params(self) -> dict:
-    return (self.value or self.policy)["params"]
 
 
 def role_memory(cfgs: dict, tx_policy, tx_value, shared_backbone: bool = False) -> dict:
@@ -274,14 +270,15 @@ class Rollouts:
                             mesh=self.mesh, rules=self.rules)
     generated = time.perf_counter()
     rows = rollout.rollout_rows(prompts, samples, max_prompt_len=self.ppo_cfg.max_prompt_len)
-    params = {"policy": self.roles.policy["params"], "value": self.roles.value_params(),
-              **self.roles.frozen}
+    params = {"policy": self.roles.policy["params"], **self.roles.frozen}
+    if self.roles.value is not None:
+      params["value"] = self.roles.value["params"]
     scored = rollout.score_rollout(
         params, parallel.global_batch(rows, self.mesh, self.rules), jnp.float32(kl_coef),
         jnp.asarray(self.roles.calibration, jnp.float32), cfgs=self.cfgs,
         settings=tuple(sorted(self.settings.items())),
         missing_eop_penalty=float(self.ppo_cfg.missing_eop_penalty),
-        normalise=self.ppo_cfg.normalise_reward)
+        normalise=self.ppo_cfg.normalise_reward, shared_backbone=self.roles.value is None)
     scored = {k: np.asarray(v) for k, v in jax.device_get(scored).items()}
     timings = {"time/generate": generated - start, "time/score": time.perf_counter() - generated}
     return rows, scored, timings, samples
@@ -298,15 +295,9 @@ def reference_match(vocab, prompts, samples: engine.Samples) -> float:
 def train(cfg: loop.TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfig,
           mesh_cfg: parallel.MeshConfig, opt_cfg: train_state.OptimizerConfig,
           gin_text: str = "") -> list[dict]:
-  """Runs (or resumes) PPO to cfg.steps iterations; returns the logged records (as loop.train)."""
-  lock = run_lock.RunLock(cfg.run_dir) if jax.process_index() == 0 else None
-  if lock is not None:
-    lock.acquire()
-  try:
-    return _train(cfg, PPOConfig(), model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text)
-  finally:
-    if lock is not None:
-      lock.release()
+  """Runs (or resumes) PPO to cfg.steps iterations; returns the logged records. `loop.train`
+  calls it, holding the run directory's lock."""
+  return _train(cfg, PPOConfig(), model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text)
 
 
 def _check(cfg: loop.TrainConfig, ppo_cfg: PPOConfig) -> None:
@@ -470,15 +461,8 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
         if cfg.eval_every and (iteration % cfg.eval_every == 0 or iteration == cfg.steps):
           held_out_eval()
           started = (iteration, time.perf_counter())
-        if stop.reached(iteration):
-          save(force=True)
-          checkpoints.wait(mngr)
-          logging.warning("Saved PPO iteration %d after a preemption notice (SIGTERM) or Ctrl-C; "
-                          "exiting. Run the same command again to resume.", iteration)
-          history.append({"step": iteration, "kind": "preempted"})
+        if loop.saved_or_stopped(iteration, cfg, stop, save, mngr, history, "PPO iteration"):
           break
-        if iteration % cfg.checkpoint_every == 0 or iteration == cfg.steps:
-          save(force=iteration == cfg.steps)
     finally:
       stop.close()
       writer.close()

@@ -23,6 +23,7 @@ import numpy as np
 
 from batgpt_jax.data import prompts as prompts_lib
 from batgpt_jax.data import vocab as vocab_lib
+from batgpt_jax.model import heads
 from batgpt_jax.objectives import ppo
 from batgpt_jax.sample import engine
 
@@ -57,22 +58,29 @@ def rollout_rows(prompts: Sequence[prompts_lib.Prompt], samples: engine.Samples,
 
 
 @functools.partial(jax.jit, static_argnames=("cfgs", "settings", "missing_eop_penalty",
-                                             "normalise"))
+                                             "normalise", "shared_backbone"))
 def score_rollout(params: dict, batch: dict, kl_coef, calibration, *, cfgs: tuple,
-                  settings: tuple, missing_eop_penalty: float, normalise: bool) -> dict:
+                  settings: tuple, missing_eop_penalty: float, normalise: bool,
+                  shared_backbone: bool = False) -> dict:
   """The scored rollout: per-token [batch, R] old_logp, ref_logp, kl, old_values, rewards,
   advantages (whitened), returns; per row [batch] score (what the rewards used) and raw_score.
 
   params: {role: parameters} for ROLES; cfgs: their ModelConfigs in that order; settings:
   `ppo.ppo_settings()` as sorted items (hashable, static); calibration: (mean, std) of the
-  reward model's scores.
+  reward model's scores. shared_backbone: the values come from the policy's own value head, read
+  off the policy's forward pass (params['value'] is not used).
   """
   s = dict(settings)
   policy_cfg, _, value_cfg, reward_cfg = cfgs
   mask = batch["reply_mask"].astype(jnp.float32)
-  logp, _ = ppo.reply_logprobs(policy_cfg, params["policy"], batch, s["temperature"])
+  hidden = ppo.reply_hidden(policy_cfg, params["policy"], batch)
+  logp, _ = ppo.logprobs_from_hidden(policy_cfg, params["policy"], hidden, batch,
+                                     s["temperature"])
   ref_logp, _ = ppo.reply_logprobs(policy_cfg, params["reference"], batch, s["temperature"])
-  values = ppo.reply_scores(value_cfg, params["value"], batch, ppo.VALUE_HEAD) * mask
+  if shared_backbone:
+    values = heads.scores(params["policy"], hidden, ppo.VALUE_HEAD) * mask
+  else:
+    values = ppo.reply_scores(value_cfg, params["value"], batch, ppo.VALUE_HEAD) * mask
   raw = ppo.sequence_scores(reward_cfg, params["reward"], batch)
   score = (raw - calibration[0]) / jnp.maximum(calibration[1], 1e-6) if normalise else raw
   score = score + jnp.where(batch["stopped"] > 0, 0.0, missing_eop_penalty)

@@ -152,17 +152,34 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfi
   The run directory is locked for the whole run (`run_lock`): a second job into it is refused.
   `TrainConfig.objective = 'ppo'` runs PPO's outer loop (align/ppo.py) around the same step.
   """
+  run = _train
   if cfg.objective == "ppo":
     from batgpt_jax.align import ppo  # pylint: disable=import-outside-toplevel  (it imports us)
-    return ppo.train(cfg, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text)
+    run = ppo.train
   lock = run_lock.RunLock(cfg.run_dir) if jax.process_index() == 0 else None
   if lock is not None:
     lock.acquire()
   try:
-    return _train(cfg, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text)
+    return run(cfg, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_text)
   finally:
     if lock is not None:
       lock.release()
+
+
+def saved_or_stopped(step: int, cfg: TrainConfig, stop: faults.StopAgreement, save, mngr,
+                     history: list, unit: str = "step") -> bool:
+  """The end of a step (or a PPO iteration): after a preemption notice, save, wait, say so and
+  record it (True: stop); otherwise the periodic save (forced at the last step)."""
+  if stop.reached(step):
+    save(force=True)
+    checkpoints.wait(mngr)
+    logging.warning("Saved %s %d after a preemption notice (SIGTERM) or Ctrl-C; exiting. Run the "
+                    "same command again to resume.", unit, step)  # every host says so
+    history.append({"step": step, "kind": "preempted"})
+    return True
+  if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+    save(force=step == cfg.steps)
+  return False
 
 
 def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConfig,
@@ -284,15 +301,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
           writer.scalars(step, values, prefix="eval/")
           history.append({"step": step, "kind": "eval", **values})
           throughput.start(step)  # do not count eval time as training time
-        if stop.reached(step):
-          save(force=True)
-          checkpoints.wait(mngr)
-          logging.warning("Saved step %d after a preemption notice (SIGTERM) or Ctrl-C; exiting. "
-                          "Run the same command again to resume.", step)  # every host says so
-          history.append({"step": step, "kind": "preempted"})
+        if saved_or_stopped(step, cfg, stop, save, mngr, history):
           break
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-          save(force=step == cfg.steps)
     finally:
       stop.close()
       writer.close()

@@ -42,7 +42,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from batgpt_jax import logs
-from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.model import config as model_config
+from batgpt_jax.model.config import EXECUTION_FIELDS, ModelConfig
 from batgpt_jax.train import state as train_state
 
 ITEMS = ("state", "data", "config")
@@ -198,9 +199,15 @@ def _config_item(mngr: ocp.CheckpointManager, step: int) -> dict:
 
 
 def model_config_differences(saved: dict, current: ModelConfig) -> list[str]:
+  """The fields in which a checkpoint's model is another model than `current`.
+
+  A field the checkpoint predates counts as its default; execution fields (remat, attention)
+  may change between runs of one model."""
   now = current.to_dict()
+  saved = {**model_config.field_defaults(), **saved}
   return [f"{key}: checkpoint has {saved.get(key)!r}, config has {now.get(key)!r}"
-          for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+          for key in sorted(set(saved) | set(now))
+          if key not in EXECUTION_FIELDS and saved.get(key) != now.get(key)]
 
 
 def _check_saved_model(saved: dict, where: str, model_cfg: ModelConfig) -> None:

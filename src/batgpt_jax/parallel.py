@@ -163,6 +163,11 @@ def activation_sharding(mesh: Mesh, rules: Rules):
     _ACTIVE.reset(token)
 
 
+def active() -> tuple[Mesh, tuple] | None:
+  """(mesh, rules) while a step is traced under `activation_sharding`, else None."""
+  return _ACTIVE.get()
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   active = _ACTIVE.get()
   if active is None:

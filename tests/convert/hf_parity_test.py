@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 # pylint: disable=wrong-import-position
 from batgpt_jax import checkpoints
-from batgpt_jax.convert import hf_to_orbax, orbax_to_hf
+from batgpt_jax.convert import hf_to_orbax, orbax_to_hf, rope_scaling
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.sample import engine
@@ -34,12 +34,13 @@ def _randomize_torch(model, seed: int) -> None:
       p.copy_(1.0 + 0.1 * noise if name.endswith("norm.weight") else 0.15 * noise)
 
 
-def _hf_model(kind: str, directory, seed: int = 0, tied: bool = False):
+def _hf_model(kind: str, directory, seed: int = 0, tied: bool = False, rope: dict | None = None,
+              **sizes):
   config_cls, model_cls = {
       "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
       "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM)}[kind]
-  config = config_cls(**SIZES, rms_norm_eps=1e-6, tie_word_embeddings=tied,
-                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+  config = config_cls(**{**SIZES, **sizes}, rms_norm_eps=1e-6, tie_word_embeddings=tied,
+                      rope_parameters={"rope_theta": 10000.0, **(rope or {"rope_type": "default"})},
                       bos_token_id=None, eos_token_id=None, pad_token_id=0)
   torch.manual_seed(seed)
   model = model_cls(config).eval()
@@ -113,3 +114,65 @@ def test_export_opens_in_transformers(kind, qkv_bias, tmp_path):
 
   prompt = TOKENS[1, :7].tolist()
   assert _torch_greedy(model, prompt) == _our_greedy(cfg, params, [prompt])[0]
+
+
+# --- RoPE scaling: positions past the original context, where the scaling changes the model ---
+
+ORIGINAL = 32  # the pretraining context the scalings extend, 4x, to max_position_embeddings
+LONG_TOKENS = np.random.default_rng(7).integers(1, 160, size=(2, 96)).astype(np.int32)
+SCALINGS = {
+    "linear": {"rope_type": "linear", "factor": 4.0},
+    "llama3": {"rope_type": "llama3", "factor": 4.0, "original_max_position_embeddings": ORIGINAL,
+               "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": ORIGINAL},
+}
+# head_dim 16: 8 frequencies, wavelengths 6 to 3500, on both sides of the scalings' bands
+SCALED_SIZES = dict(head_dim=16, max_position_embeddings=4 * ORIGINAL)
+
+
+def _assert_scaling_matters(cfg, params, theirs) -> None:
+  """Plain RoPE is far from transformers' scaled model past the original context."""
+  plain = _our_logits(dataclasses.replace(cfg, **rope_scaling.UNSCALED), params, LONG_TOKENS)
+  assert np.abs(plain - theirs)[:, ORIGINAL:].max() > 0.5
+
+
+@pytest.mark.parametrize("scaling", sorted(SCALINGS))
+def test_scaled_rope_import_matches_transformers(scaling, tmp_path):
+  model = _hf_model("llama", tmp_path / "hf", rope=SCALINGS[scaling], **SCALED_SIZES)
+  imported = hf_to_orbax.import_hf(str(tmp_path / "hf"), str(tmp_path / "run"), progress=False)
+  cfg = imported.model_cfg
+  assert (cfg.rope_scaling, cfg.rope_scaling_factor, cfg.max_len) == (scaling, 4.0, 4 * ORIGINAL)
+  assert cfg.rope_original_max_len == (0 if scaling == "linear" else ORIGINAL)
+  params = checkpoints.read_params(*checkpoints.find_step(str(tmp_path / "run")))
+
+  ours, theirs = _our_logits(cfg, params, LONG_TOKENS), _torch_logits(model, LONG_TOKENS)
+  assert np.abs(theirs).max() > 1.0
+  np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+  _assert_scaling_matters(cfg, params, theirs)
+  if scaling == "yarn":  # the decode path (KV cache, left padding) past the original context
+    prompts = [LONG_TOKENS[0, :40].tolist(), LONG_TOKENS[1, :51].tolist()]
+    assert _our_greedy(cfg, params, prompts) == [_torch_greedy(model, p) for p in prompts]
+
+
+@pytest.mark.parametrize("fields", [
+    dict(rope_scaling="llama3", rope_scaling_factor=4.0, rope_original_max_len=ORIGINAL,
+         rope_low_freq_factor=2.0, rope_high_freq_factor=8.0),
+    dict(rope_scaling="yarn", rope_scaling_factor=4.0, rope_original_max_len=ORIGINAL,
+         rope_truncate=False, rope_beta_fast=16.0, rope_attention_factor=1.2),
+], ids=["llama3", "yarn"])
+def test_scaled_rope_export_opens_in_transformers(fields, tmp_path):
+  cfg = ModelConfig(vocab_size=160, hidden=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
+                    ffn=48, max_len=4 * ORIGINAL, rope_fraction=1.0, rope_style="half_split",
+                    qkv_bias=False, **fields)
+  params = transformer.init_params(dataclasses.replace(cfg, init_std=0.15), seed=5)
+  checkpoints.write_run_dir(str(tmp_path / "run"), cfg, params, train_state.OptimizerConfig())
+  assert orbax_to_hf.export(str(tmp_path / "run"), str(tmp_path / "hf"),
+                            progress=False).layout == "llama"
+
+  model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"),
+                                                            dtype=torch.float32).eval()
+  assert model.config.rope_parameters["rope_type"] == cfg.rope_scaling
+  ours, theirs = _our_logits(cfg, params, LONG_TOKENS), _torch_logits(model, LONG_TOKENS)
+  assert np.abs(theirs).max() > 1.0
+  np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
+  _assert_scaling_matters(cfg, params, theirs)

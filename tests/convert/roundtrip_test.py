@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -12,7 +13,7 @@ from batgpt_jax import checkpoints
 from batgpt_jax.convert import command, hf_to_orbax, layouts, orbax_to_hf, safetensors_io
 from batgpt_jax.convert.layout import LayoutError
 from batgpt_jax.model import transformer
-from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.model.config import ROPE_SCALING_FIELDS, ModelConfig
 from batgpt_jax.train import state as train_state
 
 BASE = dict(vocab_size=96, hidden=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, ffn=40,
@@ -124,6 +125,101 @@ def test_layout_choice_and_refusals():
     assert reason in message
 
 
+# Each: our fields, and the rope_parameters transformers reads them from (rope_theta 10000).
+SCALED = {
+    "linear": (dict(rope_scaling="linear", rope_scaling_factor=2.0),
+               {"rope_type": "linear", "factor": 2.0}),
+    "llama3": (dict(rope_scaling="llama3", rope_scaling_factor=4.0, rope_original_max_len=16,
+                    rope_low_freq_factor=2.0, rope_high_freq_factor=8.0),
+               {"rope_type": "llama3", "factor": 4.0, "original_max_position_embeddings": 16,
+                "low_freq_factor": 2.0, "high_freq_factor": 8.0}),
+    "yarn": (dict(rope_scaling="yarn", rope_scaling_factor=4.0, rope_original_max_len=16,
+                  rope_beta_fast=16.0, rope_beta_slow=2.0, rope_truncate=False,
+                  rope_attention_factor=1.25),
+             {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+              "beta_fast": 16.0, "beta_slow": 2.0, "truncate": False, "attention_factor": 1.25}),
+}
+
+
+@pytest.mark.parametrize("layout,scaling", [("llama", "linear"), ("llama", "llama3"),
+                                            ("llama", "yarn"), ("qwen2", "yarn")])
+def test_round_trip_keeps_rope_scaling(layout, scaling, tmp_path):
+  fields, hf_rope = SCALED[scaling]
+  cfg = dataclasses.replace(CONFIGS[layout], **fields)
+  run_dir, _ = _run(tmp_path, cfg)
+  orbax_to_hf.export(run_dir, str(tmp_path / "hf"), progress=False)
+  config_path = tmp_path / "hf" / "config.json"
+  hf = json.loads(config_path.read_text())
+  want = {"rope_theta": 10000.0, **hf_rope}
+  assert hf["rope_parameters"] == want and hf["rope_scaling"] == want
+  assert hf_to_orbax.import_hf(str(tmp_path / "hf"), str(tmp_path / "back"),
+                               progress=False).model_cfg == cfg
+
+  # From transformers' fields alone (a config.json that our export did not write)
+  del hf[orbax_to_hf.STASH_KEY], hf["rope_scaling"]
+  config_path.write_text(json.dumps(hf))
+  imported = hf_to_orbax.import_hf(str(tmp_path / "hf"), str(tmp_path / "plain"), progress=False)
+  assert ({k: getattr(imported.model_cfg, k) for k in ROPE_SCALING_FIELDS}
+          == {k: getattr(cfg, k) for k in ROPE_SCALING_FIELDS})
+
+
+def test_unscaled_export_writes_plain_rope_and_old_exports_still_round_trip(tmp_path):
+  run_dir, _ = _run(tmp_path, CONFIGS["llama"])
+  orbax_to_hf.export(run_dir, str(tmp_path / "hf"), progress=False)
+  config_path = tmp_path / "hf" / "config.json"
+  hf = json.loads(config_path.read_text())
+  assert hf["rope_parameters"] == {"rope_type": "default", "rope_theta": 10000.0}
+  assert "rope_scaling" not in hf
+  # an export made before the scaling fields existed: its stash lacks them
+  for key in ROPE_SCALING_FIELDS:
+    del hf[orbax_to_hf.STASH_KEY]["model"][key]
+  config_path.write_text(json.dumps(hf))
+  imported = hf_to_orbax.import_hf(str(tmp_path / "hf"), str(tmp_path / "back"), progress=False)
+  assert imported.model_cfg == CONFIGS["llama"]  # the stash was used: remat='full' kept
+
+
+def test_rope_scaling_imports_as_transformers_reads_it(tmp_path):
+  (tmp_path / "hf").mkdir()
+  base = {"model_type": "llama", "vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "intermediate_size": 40, "max_position_embeddings": 256}
+  def fields(**hf):
+    config = dict(base, **hf)
+    return hf_to_orbax.model_config(config, None, ModelConfig(), None)[0]
+  # rope_scaling wins over rope_parameters; yarn without original_max_position_embeddings
+  # takes max_position_embeddings; mscale / mscale_all_dim give the attention factor.
+  cfg = fields(rope_parameters={"rope_type": "linear", "factor": 2.0},
+               rope_scaling={"type": "yarn", "factor": 4.0, "mscale": 0.707,
+                             "mscale_all_dim": 1.0})
+  assert (cfg.rope_scaling, cfg.rope_scaling_factor, cfg.rope_original_max_len) == ("yarn", 4.0,
+                                                                                     256)
+  ln4 = np.log(4.0)
+  assert cfg.rope_attention_factor == pytest.approx((0.0707 * ln4 + 1) / (0.1 * ln4 + 1))
+  cfg = fields(rope_scaling={"rope_type": "yarn", "original_max_position_embeddings": 64})
+  assert (cfg.rope_scaling_factor, cfg.rope_attention_factor) == (4.0, 0.0)  # 256 / 64; derived
+  for rope, reason in (({"rope_type": "longrope", "short_factor": [1.0]}, "rope type 'longrope'"),
+                       ({"rope_type": "llama3", "factor": 8.0},
+                        r"rope type 'llama3' without \['low_freq_factor', 'high_freq_factor'\]"),
+                       ({"rope_type": "linear", "factor": 0.5},
+                        "ModelConfig refuses: .*rope_scaling_factor=0.5; expected >= 1")):
+    with pytest.raises(LayoutError, match=reason):
+      fields(rope_parameters=rope)
+
+
+def test_batgpt_layout_refuses_rope_scaling(tmp_path):
+  cfg = dataclasses.replace(CONFIGS["batgpt"], rope_scaling="linear", rope_scaling_factor=2.0)
+  reason = ("rope_scaling='linear': BatGPT's released modeling_batgpt.py has no RoPE scaling, so "
+            "only an unscaled model (rope_scaling='none') exports as batgpt")
+  with pytest.raises(LayoutError, match=re.escape(reason)):
+    layouts.layout_for(cfg, "batgpt")
+  with pytest.raises(LayoutError, match=r"No Hugging Face layout fits") as err:
+    layouts.layout_for(cfg)
+  assert f"batgpt: {reason}" in str(err.value)
+  run_dir, _ = _run(tmp_path, cfg)
+  with pytest.raises(LayoutError, match=re.escape(reason)):
+    orbax_to_hf.export(run_dir, str(tmp_path / "hf"), progress=False)
+  assert not (tmp_path / "hf").exists()
+
+
 def test_not_a_checkpoint(tmp_path):
   (tmp_path / "stuff").mkdir()
   (tmp_path / "stuff" / "notes.txt").write_text("hello")
@@ -157,11 +253,12 @@ def test_config_that_does_not_fit_is_refused(tmp_path):
   config = {"model_type": "qwen2", "vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
             "use_sliding_window": True, "hidden_act": "gelu",
-            "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}
+            "rope_scaling": {"rope_type": "dynamic", "factor": 4.0}}
   (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
   with pytest.raises(LayoutError) as err:
     hf_to_orbax.import_hf(str(tmp_path / "hf"), str(tmp_path / "back"), progress=False)
-  for reason in ("hidden_act='gelu'", "rope type 'yarn'", "use_sliding_window=True"):
+  for reason in ("hidden_act='gelu'", "rope type 'dynamic': only 'default', 'linear', 'llama3' "
+                 "and 'yarn' RoPE can be represented", "use_sliding_window=True"):
     assert reason in str(err.value)
   (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
   with pytest.raises(LayoutError, match=r"model_type 'gpt2'.*\['batgpt', 'llama', 'qwen2'\]"):

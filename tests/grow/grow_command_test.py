@@ -138,6 +138,8 @@ def test_unsupported_target_sizes_are_clear_errors(small_run, big_gin, tmp_path)
                          "the same factor, to 4"),
     (dict(head_dim=32), "head_dim: the source has 16 and the target 32"),
     (dict(vocab_size=1024), "vocab_size: the source has 512"),
+    (dict(rope_scaling="linear", rope_scaling_factor=2.0),
+     "rope_scaling: the source has 'none' and the target 'linear'; growth keeps it"),
 ])
 def test_plan_names_what_is_supported(change, expected):
   with pytest.raises(GrowthError, match=expected):

@@ -44,6 +44,8 @@ def test_closed_form_count_matches_built_model(kwargs):
     (dict(rope_fraction=1.5), "rope_fraction"),
     (dict(head_dim=10, rope_fraction=0.5), "odd"),
     (dict(remat="everything"), "remat"),
+    (dict(attention="flash"), "attention='flash'; expected one of"),
+    (dict(attention_block=0), "attention_block"),
 ])
 def test_invalid_configs_name_the_problem(kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -54,3 +56,23 @@ def test_round_trip_through_dict():
   assert ModelConfig.from_dict(BATGPT_15B.to_dict()) == BATGPT_15B
   with pytest.raises(ValueError, match="Unknown ModelConfig fields"):
     ModelConfig.from_dict({**BATGPT_15B.to_dict(), "n_experts": 8})
+
+
+def test_a_saved_config_keeps_its_model_and_takes_this_runs_execution_settings():
+  """A field the checkpoint predates is its declared default, never a gin binding; the
+  execution fields (attention, remat) follow this run's bindings where it sets them."""
+  from batgpt_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  saved = {k: v for k, v in BATGPT_15B.to_dict().items()
+           if k not in ("rope_scaling", "attention", "attention_block")}
+  gin.bind_parameter("ModelConfig.rope_scaling", "linear")
+  gin.bind_parameter("ModelConfig.rope_scaling_factor", 2.0)
+  gin.bind_parameter("ModelConfig.attention", "blockwise")
+  cfg = ModelConfig.from_dict(saved)
+  assert (cfg.rope_scaling, cfg.attention, cfg.attention_block) == ("none", "blockwise", 512)
+  assert checkpoints.model_config_differences(saved, cfg) == []
+  scaled = ModelConfig(**{**cfg.to_dict(), "rope_scaling": "linear", "rope_scaling_factor": 2.0})
+  assert checkpoints.model_config_differences(saved, scaled) == [
+      "rope_scaling: checkpoint has 'none', config has 'linear'",
+      "rope_scaling_factor: checkpoint has 1.0, config has 2.0"]
+  other_run = ModelConfig(**{**cfg.to_dict(), "attention": "xla", "remat": "full"})
+  assert checkpoints.model_config_differences(cfg.to_dict(), other_run) == []

@@ -35,29 +35,35 @@ def _objective(cfg, z_loss, loss_chunk=0):
   return pretrain.objective(cfg, loss_chunk, weights={"r2l_weight": 1.0, "z_loss": z_loss})
 
 
-def run_steps(shape, rules, n_steps=3, microbatches=1, seed=0):
+def run_steps(shape, rules, n_steps=3, microbatches=1, seed=0, cfg=CFG, loss_chunk=0,
+              batch=synthetic_batch):
   mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=shape))
   # Adam divides by sqrt(v) + eps: for a gradient near zero, float reduction-order noise (which
   # differs per mesh) is amplified by |g| / eps. eps 1e-6 keeps that below the 1e-5 tolerance.
   opt = train_state.OptimizerConfig(learning_rate=1e-3, warmup_steps=1, eps=1e-6)
   tx = train_state.make_optimizer(opt, 10)
-  state, shardings = train_state.create_state(CFG, tx, mesh, rules, seed=seed)
-  train, _ = train_step.jit_steps(_objective(CFG, z_loss=1e-4), tx, mesh, rules, shardings,
-                                  microbatches=microbatches)
+  state, shardings = train_state.create_state(cfg, tx, mesh, rules, seed=seed)
+  train, _ = train_step.jit_steps(_objective(cfg, z_loss=1e-4, loss_chunk=loss_chunk), tx, mesh,
+                                  rules, shardings, microbatches=microbatches)
   losses = []
   for i in range(n_steps):
-    state, metrics = train(state, parallel.global_batch(synthetic_batch(i), mesh, rules), {})
+    state, metrics = train(state, parallel.global_batch(batch(i), mesh, rules), {})
     losses.append({k: float(v) for k, v in metrics.items()})
   return losses, jax.device_get(state)
 
 
-@pytest.fixture(scope="module")
-def reference(request):
+def _gin_rules(name):
   from testlib import GIN_DIR  # pylint: disable=import-outside-toplevel
   import gin  # pylint: disable=import-outside-toplevel
-  gin.parse_config_files_and_bindings([str(GIN_DIR / "mesh" / "rules.gin")], [])
+  gin.parse_config_files_and_bindings([str(GIN_DIR / "mesh" / f"{name}.gin")], [])
   rules = parallel.check_rules(parallel.MeshConfig().axis_rules)
   gin.clear_config()
+  return rules
+
+
+@pytest.fixture(scope="module")
+def reference(request):
+  rules = _gin_rules("rules")
   return rules, run_steps(MESHES[0], rules)
 
 
@@ -73,6 +79,21 @@ def _assert_same_run(a, b, atol):
 def test_every_mesh_trains_the_same_model(shape, reference):
   rules, ref = reference
   _assert_same_run(run_steps(shape, rules), ref, atol=1e-5)
+
+
+def test_long_context_rules_shard_the_sequence_and_train_the_same_model():
+  """Context parallelism: rows of 1024 tokens split over 8 devices (mesh (1, 8, 1) under
+  gin/mesh/rules_long.gin) against data parallelism (8, 1, 1), blockwise attention and the
+  chunked cross-entropy in both."""
+  cfg = ModelConfig(vocab_size=128, n_heads=8, n_kv_heads=2, attention="blockwise",
+                    attention_block=128)
+  long_rules = _gin_rules("rules_long")
+  mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=(1, 8, 1)))
+  assert tuple(parallel.batch_sharding(mesh, long_rules, (8, 1024)).spec) == (None, "fsdp")
+  batch = lambda i: synthetic_batch(i, rows=8, length=1024)
+  run = lambda shape, rules: run_steps(shape, rules, n_steps=2, cfg=cfg, loss_chunk=256,
+                                       batch=batch)
+  _assert_same_run(run((1, 8, 1), long_rules), run((8, 1, 1), _gin_rules("rules")), atol=1e-5)
 
 
 def test_loss_falls_and_both_directions_are_reported(reference):

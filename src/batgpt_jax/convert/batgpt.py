@@ -10,6 +10,7 @@ The export writes config.json with the `auto_map` of the released model; loading
 transformers needs those two Python files next to the weights (trust_remote_code=True).
 """
 
+from batgpt_jax.convert import rope_scaling
 from batgpt_jax.convert.layout import LayoutError, Tensor, concat
 from batgpt_jax.model.config import ModelConfig
 
@@ -26,6 +27,10 @@ def problems(cfg: ModelConfig) -> list[str]:
     out.append(f"rope_fraction={cfg.rope_fraction}: BatGPT rotates half of each head (0.5)")
   if cfg.rope_base != ROPE_BASE:
     out.append(f"rope_base={cfg.rope_base}: BatGPT's RoPE base is fixed at {ROPE_BASE:g}")
+  if cfg.rope_scaling != "none":
+    out.append(f"rope_scaling={cfg.rope_scaling!r}: BatGPT's released modeling_batgpt.py has "
+               "no RoPE scaling, so only an unscaled model (rope_scaling='none') exports as "
+               "batgpt")
   if cfg.hidden != cfg.n_heads * cfg.head_dim:
     out.append(f"hidden={cfg.hidden} != n_heads * head_dim = {cfg.n_heads * cfg.head_dim}: "
                "BatGPT derives head_dim as hidden_size / n_head")
@@ -78,6 +83,7 @@ def model_fields(hf: dict) -> dict:
       "n_heads": heads, "n_kv_heads": kv, "head_dim": hidden // heads,
       "ffn": hf["ffn_hidden_size"], "max_len": hf.get("max_seq_len", 32768),
       "rope_fraction": 0.5, "rope_style": "interleaved", "rope_base": ROPE_BASE,
+      **rope_scaling.UNSCALED,
       "norm_eps": float(hf.get("layer_norm_epsilon", 1e-5)),
       "qkv_bias": bool(hf.get("qkv_bias", True)),
   }

@@ -17,11 +17,13 @@ from tqdm import tqdm
 from batgpt_jax import checkpoints
 from batgpt_jax.convert import layout, layouts, reward, safetensors_io
 from batgpt_jax.convert.orbax_to_hf import STASH_KEY
-from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.model.config import ROPE_SCALING_FIELDS, ModelConfig, field_defaults
 from batgpt_jax.train import state as train_state
 
 _ARCHITECTURE_FIELDS = ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "head_dim",
-                        "ffn", "rope_fraction", "rope_style", "rope_base", "norm_eps", "qkv_bias")
+                        "ffn", "rope_fraction", "rope_style", "rope_base", "norm_eps", "qkv_bias",
+                        *ROPE_SCALING_FIELDS)
+_DEFAULTS = field_defaults()
 
 
 @dataclasses.dataclass
@@ -55,10 +57,16 @@ def model_config(hf: dict, layout_name: str | None, base: ModelConfig,
   target = layouts.LAYOUTS[name]
   fields = target.model_fields(hf)
   stash = (hf.get(STASH_KEY) or {}).get("model")
-  if stash and all(stash.get(k) == fields[k] for k in _ARCHITECTURE_FIELDS):
-    base = ModelConfig.from_dict(stash)  # written by our export: keep every field as it was
+  architecture = {k: fields[k] for k in _ARCHITECTURE_FIELDS}
+  if stash and all(stash.get(k, _DEFAULTS[k]) == v for k, v in architecture.items()):
+    # written by our export: keep every field as it was (one the export predates: its default)
+    base = ModelConfig.from_dict({**architecture, **stash})
     fields = {}
-  cfg = dataclasses.replace(base, **fields)
+  try:
+    cfg = dataclasses.replace(base, **fields)
+  except ValueError as err:
+    raise layout.LayoutError(f"config.json describes a model that ModelConfig refuses: {err}") \
+        from None
   if dtype is not None:
     cfg = dataclasses.replace(cfg, param_dtype=dtype)
   return cfg, target

@@ -4,6 +4,7 @@ Llama rotates whole heads in pairs (i, i + d/2) (our 'half_split', rope_fraction
 biases. transformers requires hidden_size to be a multiple of num_attention_heads.
 """
 
+from batgpt_jax.convert import rope_scaling
 from batgpt_jax.convert.layout import LayoutError, Tensor
 from batgpt_jax.model.config import ModelConfig
 
@@ -34,13 +35,16 @@ def problems(cfg: ModelConfig) -> list[str]:
 
 def common_config(cfg: ModelConfig, dtype: str, special_ids: dict) -> dict:
   """The config.json fields that llama and qwen2 share."""
+  rope = rope_scaling.hf_rope_parameters(cfg)
+  # transformers before 5 reads a scaling from `rope_scaling` only
+  older = {"rope_scaling": dict(rope)} if cfg.rope_scaling != "none" else {}
   return {
       "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden, "intermediate_size": cfg.ffn,
       "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
       "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "hidden_act": "silu",
       "max_position_embeddings": cfg.max_len, "initializer_range": cfg.init_std,
       "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_base,
-      "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base},
+      "rope_parameters": rope, **older,
       "tie_word_embeddings": False, "attention_dropout": 0.0, "use_cache": True,
       "dtype": dtype, "torch_dtype": dtype, **special_ids,
   }
@@ -65,10 +69,10 @@ def common_fields(hf: dict, name: str) -> tuple[dict, list[str]]:
   problems = []
   if _get(hf, "hidden_act", "silu") != "silu":
     problems.append(f"hidden_act={hf['hidden_act']!r}: our MLP is SwiGLU (silu)")
-  rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
-  rope_type = rope.get("rope_type", rope.get("type", "default"))
-  if rope_type != "default":
-    problems.append(f"rope type {rope_type!r}: only plain RoPE ('default') is supported")
+  rope = rope_scaling.hf_rope_dict(hf)
+  max_len = _get(hf, "max_position_embeddings", 2048)
+  scaling, scaling_problems = rope_scaling.scaling_fields(rope, max_len)
+  problems += scaling_problems
   fraction = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
   if fraction not in (None, 1.0):
     problems.append(f"partial_rotary_factor={fraction}: {name} with partial RoPE rotates the "
@@ -80,9 +84,9 @@ def common_fields(hf: dict, name: str) -> tuple[dict, list[str]]:
       "n_layers": _get(hf, "num_hidden_layers"), "n_heads": heads,
       "n_kv_heads": _get(hf, "num_key_value_heads", heads),
       "head_dim": _get(hf, "head_dim", hidden // heads), "ffn": _get(hf, "intermediate_size"),
-      "max_len": _get(hf, "max_position_embeddings", 2048), "rope_fraction": 1.0,
+      "max_len": max_len, "rope_fraction": 1.0,
       "rope_style": "half_split",
-      "rope_base": float(rope.get("rope_theta") or _get(hf, "rope_theta", 10000.0)),
+      "rope_base": float(rope.get("rope_theta") or _get(hf, "rope_theta", 10000.0)), **scaling,
       "norm_eps": float(_get(hf, "rms_norm_eps", 1e-6)),
       "init_std": float(_get(hf, "initializer_range", 0.02)),
   }

@@ -7,11 +7,11 @@ one `GrowthError` that lists every problem with the supported sizes spelled out.
 import dataclasses
 
 from batgpt_jax.grow.modes import DEPTH_MODES
-from batgpt_jax.model.config import ModelConfig
+from batgpt_jax.model.config import ROPE_SCALING_FIELDS, ModelConfig
 
 # Fields the grown model must share with the source: they shape the function, not its size.
 SHARED_FIELDS = ("vocab_size", "head_dim", "rope_fraction", "rope_style", "rope_base", "norm_eps",
-                 "qkv_bias")
+                 "qkv_bias", *ROPE_SCALING_FIELDS)
 
 
 class GrowthError(ValueError):

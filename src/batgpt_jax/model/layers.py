@@ -1,4 +1,5 @@
-"""BatGPT layers: RMSNorm, embedding, RoPE, grouped-query attention and the SwiGLU MLP.
+"""BatGPT layers: RMSNorm, embedding, grouped-query attention and the SwiGLU MLP (RoPE: rope.py;
+the attention kernels: attention.py).
 
 Parameters carry logical axis names in their `out_sharding` metadata; `parallel.py` maps them to
 the mesh. Activations are computed in `cfg.dtype`, parameters are stored in `cfg.params_dtype`.
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from batgpt_jax import parallel
+from batgpt_jax.model import attention, rope
 from batgpt_jax.model.config import ModelConfig
 
 
@@ -46,40 +48,6 @@ class Embed(nnx.Module):
     return jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
 
 
-def rope_angles(positions, rope_dim: int, base: float):
-  """[batch, length] -> cos, sin of shape [batch, length, rope_dim // 2], float32."""
-  inv_freq = 1.0 / (base ** (jnp.arange(0, rope_dim, 2, dtype=jnp.float32) / rope_dim))
-  angles = positions.astype(jnp.float32)[..., None] * inv_freq
-  return jnp.cos(angles), jnp.sin(angles)
-
-
-def apply_rope(x, cos, sin, rope_dim: int, style: str):
-  """Rotates the first `rope_dim` features of each head; the rest pass through.
-
-  x: [batch, length, heads, head_dim]; cos, sin: [batch, length, rope_dim // 2].
-  'interleaved' rotates pairs (2i, 2i+1) as BatGPT and ChatGLM do; 'half_split' rotates pairs
-  (i, i + rope_dim/2) as Llama and Qwen do.
-  """
-  rot, rest = x[..., :rope_dim].astype(jnp.float32), x[..., rope_dim:]
-  cos, sin = cos[:, :, None, :], sin[:, :, None, :]
-  if style == "interleaved":
-    pairs = rot.reshape(rot.shape[:-1] + (rope_dim // 2, 2))
-    a, b = pairs[..., 0], pairs[..., 1]
-    rot = jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(rot.shape)
-  else:
-    a, b = rot[..., : rope_dim // 2], rot[..., rope_dim // 2:]
-    rot = jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
-  return jnp.concatenate([rot.astype(x.dtype), rest], axis=-1)
-
-
-def attention_mask(segment_ids):
-  """Causal within each packed document: [batch, length] -> [batch, 1, length, length] bool."""
-  length = segment_ids.shape[-1]
-  causal = jnp.tril(jnp.ones((length, length), dtype=bool))
-  same_doc = segment_ids[:, :, None] == segment_ids[:, None, :]
-  return (causal[None] & same_doc)[:, None]
-
-
 class Attention(nnx.Module):
   """Grouped-query attention: n_heads queries share n_kv_heads key/value heads (MHA, GQA, MQA)."""
 
@@ -110,14 +78,16 @@ class Attention(nnx.Module):
     q = self._project(x, self.q, bias("q_bias"), ("batch", "length", "heads", "head_dim"))
     k = self._project(x, self.k, bias("k_bias"), ("batch", "length", "kv_heads", "head_dim"))
     v = self._project(x, self.v, bias("v_bias"), ("batch", "length", "kv_heads", "head_dim"))
-    cos, sin = rope_angles(positions, cfg.rope_dim, cfg.rope_base)
-    q = apply_rope(q, cos, sin, cfg.rope_dim, cfg.rope_style)
-    k = apply_rope(k, cos, sin, cfg.rope_dim, cfg.rope_style)
+    cos, sin = rope.angles(positions, cfg)
+    q = rope.apply_rope(q, cos, sin, cfg.rope_dim, cfg.rope_style)
+    k = rope.apply_rope(k, cos, sin, cfg.rope_dim, cfg.rope_style)
     return q, k, v
 
   def __call__(self, x, positions, segment_ids):  # x: [batch, length, hidden]
     q, k, v = self._rotated_qkv(x, positions)
-    out = jax.nn.dot_product_attention(q, k, v, mask=attention_mask(segment_ids))
+    segments, index = attention.self_attention_index(segment_ids)
+    out = attention.attend(q, k, v, segments, segments, index, index, impl=self.cfg.attention,
+                           block=self.cfg.attention_block, self_attention=True)
     # out: [batch, length, heads, head_dim]
     return jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(x.dtype))
 
@@ -133,11 +103,14 @@ class Attention(nnx.Module):
     cache = {name: jax.lax.dynamic_update_slice(cache[name], new.astype(cache[name].dtype),
                                                 (0, index, 0, 0))
              for name, new in (("k", k), ("v", v))}
-    slots = jnp.arange(cache["k"].shape[1])
-    query_slots = index + jnp.arange(x.shape[1])
-    mask = ((slots[None, None, :] <= query_slots[None, :, None])
-            & (slots[None, None, :] >= start[:, None, None]))  # [batch, t, slots]
-    out = jax.nn.dot_product_attention(q, cache["k"], cache["v"], mask=mask[:, None])
+    batch, slots = cache["k"].shape[:2]
+    slot = jnp.broadcast_to(jnp.arange(slots, dtype=jnp.int32), (batch, slots))
+    query_slot = jnp.broadcast_to(index + jnp.arange(x.shape[1], dtype=jnp.int32),
+                                  (batch, x.shape[1]))
+    # Segment 1 for the row's real slots, 0 for its left padding: no query sees the padding.
+    out = attention.attend(q, cache["k"], cache["v"], jnp.ones_like(query_slot),
+                           (slot >= start[:, None]).astype(jnp.int32), query_slot, slot,
+                           impl=self.cfg.attention, block=self.cfg.attention_block)
     return jnp.einsum("blhk,hkd->bld", out, self.o[...].astype(x.dtype)), cache
 
 

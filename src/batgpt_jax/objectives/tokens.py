@@ -25,8 +25,10 @@ def chunked_token_cross_entropy(hidden, lm_head, targets, chunk: int):
   """`token_cross_entropy(hidden @ lm_head, targets)` without the [batch, length, vocab] logits.
 
   hidden [batch, length, embed] (compute dtype), lm_head [embed, vocab]. The sequence is cut into
-  chunks of `chunk` positions; each chunk's float32 logits live only inside a rematerialised scan
-  step, so the backward pass recomputes them instead of keeping all of them.
+  n chunks of `chunk` positions; each chunk's float32 logits live only inside a rematerialised
+  scan step, so the backward pass recomputes them instead of keeping all of them. Chunk i holds
+  positions i, i + n, i + 2n, ...: when the sequence is sharded (gin/mesh/rules_long.gin) every
+  chunk is spread over all shards and each device walks its own slice, with no gather.
   """
   batch, length, _ = hidden.shape
   n = -(-length // chunk)
@@ -35,8 +37,8 @@ def chunked_token_cross_entropy(hidden, lm_head, targets, chunk: int):
     hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
     targets = jnp.pad(targets, ((0, 0), (0, pad)))
   # [n, batch, chunk, ...]: scan over chunks, keeping the batch axis (and its sharding) whole.
-  hidden = hidden.reshape(batch, n, chunk, -1).swapaxes(0, 1)
-  targets = targets.reshape(batch, n, chunk).swapaxes(0, 1)
+  hidden = jnp.moveaxis(hidden.reshape(batch, chunk, n, -1), 2, 0)
+  targets = jnp.moveaxis(targets.reshape(batch, chunk, n), 2, 0)
 
   @jax.checkpoint
   def one_chunk(h, t):
@@ -46,7 +48,7 @@ def chunked_token_cross_entropy(hidden, lm_head, targets, chunk: int):
     return token_cross_entropy(logits, t)
 
   outs = jax.lax.map(lambda args: one_chunk(*args), (hidden, targets))
-  return tuple(o.swapaxes(0, 1).reshape(batch, n * chunk)[:, :length] for o in outs)
+  return tuple(jnp.moveaxis(o, 0, 2).reshape(batch, n * chunk)[:, :length] for o in outs)
 
 
 def token_terms(params, batch, cfg: ModelConfig, loss_chunk: int = 0):

@@ -23,10 +23,12 @@ import gin
 import jax
 import numpy as np
 
-from batgpt_jax import config
+from batgpt_jax import config, xla_flags
 from batgpt_jax.model import transformer
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.sample import engine, host_loop
+
+xla_flags.apply_defaults()  # the flags `batgpt` runs with (before JAX starts)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
 

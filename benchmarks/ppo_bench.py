@@ -22,11 +22,13 @@ import gin
 import jax
 import numpy as np
 
-from batgpt_jax import checkpoints, config
+from batgpt_jax import checkpoints, config, xla_flags
 from batgpt_jax.model import heads
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import loop
 from batgpt_jax.train import state as train_state
+
+xla_flags.apply_defaults()  # the flags `batgpt` runs with (before JAX starts)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
 SPLIT = ("time/generate", "time/score", "time/train")

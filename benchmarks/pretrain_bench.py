@@ -12,7 +12,9 @@ import statistics
 import sys
 import time
 
-from batgpt_jax import config, logs
+from batgpt_jax import config, logs, xla_flags
+
+xla_flags.apply_defaults()  # the flags `batgpt` runs with (before JAX starts)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
 

@@ -4,7 +4,8 @@
       [--steps=5] [--variants=plain,chunked] [--modes=both,sample,l2r] [--gin.X=Y ...]
 
 Reports median step time, tokens/s, model TFLOP/s and MFU for each step variant (compared as
-ratios within this one run), compile seconds, peak host RSS, the data pipeline's tokens/s on its
+ratios within this one run), compile seconds, peak host RSS (of this process, and of a process
+that only trains: the step alone), the data pipeline's tokens/s on its
 own, and the cost of each direction mode. MFU's denominator is the spec-sheet peak on
 accelerators and, on CPU, a float32 matmul measured in this run (before and after, averaged).
 FLOPs per token: see batgpt_jax/train/metrics.py (6 x matmul params + causal attention).
@@ -18,13 +19,16 @@ import pathlib
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
 
-from batgpt_jax import config, logs
+from batgpt_jax import config, logs, xla_flags
+
+xla_flags.apply_defaults()  # the flags `batgpt` runs with (before JAX starts)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
 
@@ -42,6 +46,7 @@ def _args(argv):
   parser.add_argument("--modes", default="both,sample,l2r")
   parser.add_argument("--mode_steps", type=int, default=2, help="measured steps per mode")
   parser.add_argument("--pipeline_batches", type=int, default=20)
+  parser.add_argument("--step_rss_of", default="", help=argparse.SUPPRESS)  # the child's job
   argv, bindings = config.split_bindings(argv)
   return parser.parse_args(argv), bindings
 
@@ -71,9 +76,66 @@ def _time_steps(compiled, state, batches, n, warmup, mesh, rules):
   return state, statistics.median(times), float(metrics["loss"])
 
 
+VARIANT_CHUNK = {"plain": 0, "chunked": 128}
+
+
+def _synthetic_batch(vocab_size: int, batch: int, seq_len: int) -> dict:
+  """Random tokens shaped like a training batch: one document a row, half the rows R2L."""
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, vocab_size, (batch, seq_len + 1)).astype(np.int32)
+  weights = np.ones((batch, seq_len), np.float32)
+  weights[:, -1] = 0.0
+  return {"tokens": tokens[:, :-1], "targets": tokens[:, 1:],
+          "positions": np.tile(np.arange(seq_len, dtype=np.int32), (batch, 1)),
+          "segment_ids": np.ones((batch, seq_len), np.int32), "loss_weights": weights,
+          "directions": (np.arange(batch)[:, None] % 2 * np.ones((1, seq_len))).astype(np.int32)}
+
+
+def _step_rss(args) -> int:
+  """The child of `_step_alone_rss`: two steps on synthetic batches, no data pipeline (no
+  TensorFlow), then the process's peak RSS."""
+  # pylint: disable=import-outside-toplevel
+  from batgpt_jax import parallel
+  from batgpt_jax.model.config import ModelConfig
+  from batgpt_jax.objectives import pretrain
+  from batgpt_jax.train import state as train_state
+  from batgpt_jax.train import step as train_step
+  model_cfg, mesh_cfg = ModelConfig(), parallel.MeshConfig()
+  rules = parallel.check_rules(mesh_cfg.axis_rules)
+  mesh = parallel.mesh_from_config(mesh_cfg)
+  tx = train_state.make_optimizer(train_state.OptimizerConfig(), 1000)
+  state, shardings = train_state.create_state(model_cfg, tx, mesh, rules, seed=0)
+  train, _ = train_step.jit_steps(pretrain.objective(model_cfg, VARIANT_CHUNK[args.step_rss_of]),
+                                  tx, mesh, rules, shardings, microbatches=1)
+  host = _synthetic_batch(model_cfg.vocab_size, args.batch, args.seq_len)
+  for _ in range(2):
+    state, metrics = train(state, parallel.global_batch(host, mesh, rules), {})
+  jax.block_until_ready(metrics)
+  print(f"STEP_RSS_GIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.3f}")
+  return 0
+
+
+def _step_alone_rss(argv, variant: str) -> float:
+  """Peak RSS of a process that only builds the state and trains (what Levanter's figure is)."""
+  out = subprocess.run([sys.executable, __file__, f"--step_rss_of={variant}", *argv],
+                       capture_output=True, text=True, check=True).stdout
+  return float(next(l for l in out.splitlines() if l.startswith("STEP_RSS_GIB")).split()[1])
+
+
 def main(argv) -> int:
   args, bindings = _args(argv)
   files = args.gin_file or ["gin/models/bench.gin"]
+  if args.step_rss_of:  # gin alone: the registry of configurables would import TensorFlow
+    # pylint: disable=import-outside-toplevel,unused-import
+    import gin
+    from batgpt_jax import parallel
+    from batgpt_jax.objectives import pretrain
+    from batgpt_jax.train import state as train_state
+    from batgpt_jax.train import step as train_step
+    gin.add_config_file_search_path(str(config.GIN_DIR))
+    gin.parse_config_files_and_bindings(
+        [config.resolve_gin_file(f) for f in ["gin/mesh/cpu.gin", *files]], bindings)
+    return _step_rss(args)
   config.parse_gin(["gin/mesh/cpu.gin", *files], bindings)
   from batgpt_jax import parallel  # pylint: disable=import-outside-toplevel
   from batgpt_jax.objectives import pretrain  # pylint: disable=import-outside-toplevel
@@ -104,7 +166,7 @@ def main(argv) -> int:
   main_batches = mode_batches[args.modes.split(",")[0]]
   variants = {}
   for variant in args.variants.split(","):
-    chunk = {"plain": 0, "chunked": 128}[variant]
+    chunk = VARIANT_CHUNK[variant]
     state, shardings = train_state.create_state(model_cfg, tx, mesh, rules, seed=0)
     train, _ = train_step.jit_steps(pretrain.objective(model_cfg, chunk), tx, mesh, rules,
                                     shardings, microbatches=1)
@@ -127,6 +189,8 @@ def main(argv) -> int:
     del state, compiled
 
   peak_after = None if peak else metrics.measure_matmul_peak()
+  for variant, v in variants.items():
+    v["step_alone_rss_gib"] = _step_alone_rss(argv, variant)
   peak = peak or (peak_before + peak_after) / 2
   for v in variants.values():
     v["mfu"] = v["tflops"] * 1e12 / peak
@@ -151,12 +215,13 @@ def _print_table(r):
   print(f"\npeak {r['peak_flops'] / 1e9:,.0f} GFLOP/s ({measured}); peak RSS "
         f"{r['peak_rss_gib']:.2f} GiB")
   print(f"{'variant':<10}{'compile s':>10}{'step s':>9}{'tokens/s':>10}{'TFLOP/s':>9}"
-        f"{'MFU':>7}{'vs first':>10}")
+        f"{'MFU':>7}{'vs first':>10}{'step RSS':>10}")
   first = next(iter(r["variants"].values()))["step_seconds"]
   for name, v in r["variants"].items():
     print(f"{name:<10}{v['compile_seconds']:>10.1f}{v['step_seconds']:>9.2f}"
           f"{v['tokens_per_second']:>10,.0f}{v['tflops']:>9.3f}{v['mfu']:>7.1%}"
-          f"{first / v['step_seconds']:>9.2f}x")
+          f"{first / v['step_seconds']:>9.2f}x{v['step_alone_rss_gib']:>7.2f} GiB")
+  print("(step RSS: the peak of a process that only trains, on synthetic batches)")
   print(f"\n{'mode':<8}{'pipeline tok/s':>15}{'fill':>7}{'step s':>8}{'real tok/s':>11}")
   for mode, m in r["modes"].items():
     print(f"{mode:<8}{r['pipeline'][mode]['tokens_per_second']:>15,.0f}{m['fill']:>7.1%}"

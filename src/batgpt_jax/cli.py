@@ -21,6 +21,10 @@ import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from batgpt_jax import xla_flags  # noqa: E402
+
+xla_flags.apply_defaults()  # before JAX starts its backend
+
 from batgpt_jax import config, logs  # noqa: E402  (after the TF logging default)
 
 def join_processes(args) -> None:

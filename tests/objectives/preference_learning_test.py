@@ -203,7 +203,9 @@ def test_dpo_learns_the_planted_preference_against_its_frozen_reference(dpo_run)
   # Step 1 is scored before any update: the policy IS the reference (both from init_from).
   assert train[1]["loss"] == pytest.approx(math.log(2), abs=1e-6)
   assert train[1]["kl/sequence"] == pytest.approx(0.0, abs=1e-6)
-  assert train[1]["reward/accuracy"] == 0.0  # no pair is ordered yet: every margin is 0
+  # No pair is ordered yet: every margin is 0 (up to float noise between the two programs that
+  # score the policy and the reference, so the accuracy, which counts margins > 0, is not asked).
+  assert train[1]["reward/margin"] == pytest.approx(0.0, abs=1e-6)
   assert held_out["pairs"] >= 250
   assert held_out["reward/accuracy"] >= MIN_DPO_ACCURACY, held_out
   assert held_out["reward/margin"] > 0 and held_out["logratio/chosen"] > held_out[

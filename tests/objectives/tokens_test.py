@@ -42,3 +42,35 @@ def test_chunked_cross_entropy_equals_plain_in_value_and_gradient(chunk):
   np.testing.assert_array_equal(np.asarray(chunked_correct), np.asarray(plain_correct))
   for a, b in zip(grads, plain_grads):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [4, 5, 16])
+@pytest.mark.parametrize("z_loss", [0.0, 1e-2])
+def test_fused_cross_entropy_equals_autodiff_of_the_plain_loss(chunk, z_loss):
+  """Loss, per-token terms and the gradients of hidden and head, weights on some tokens only."""
+  import jax  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(8)
+  hidden = jnp.asarray(rng.normal(size=(2, 12, 8)), jnp.float32)
+  head = jnp.asarray(rng.normal(size=(8, 50)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 50, (2, 12)), jnp.int32)
+  weights = jnp.asarray(rng.random((2, 12)) * (rng.random((2, 12)) > 0.3), jnp.float32)
+
+  def plain(h, w):
+    ce, log_z, correct = tokens.token_cross_entropy(h @ w, targets)
+    return tokens.weighted_loss(ce, log_z, weights, z_loss), (ce, log_z, correct)
+
+  def fused(h, w):
+    loss, *terms = tokens.fused_cross_entropy(h, w, targets, weights, z_loss, chunk)
+    return loss, tuple(terms)
+
+  (want, want_terms), want_grads = jax.value_and_grad(plain, (0, 1), has_aux=True)(hidden, head)
+  (got, terms), grads = jax.jit(jax.value_and_grad(fused, (0, 1), has_aux=True))(hidden, head)
+  assert float(got) == pytest.approx(float(want), rel=1e-6)
+  for a, b in zip(terms, want_terms):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+  for a, b in zip(grads, want_grads):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  # Scaling the loss scales the gradient: the backward pass applies its cotangent.
+  halved = jax.grad(lambda h, w: 0.5 * fused(h, w)[0], (0, 1))(hidden, head)
+  for a, b in zip(halved, want_grads):
+    np.testing.assert_allclose(np.asarray(a), 0.5 * np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -37,7 +37,7 @@ def bidirectional_sums(ce, log_z, correct, batch, r2l_weight: float, z_loss: flo
   weights = batch["loss_weights"].astype(jnp.float32)
   is_r2l = batch["directions"] == 1
   dir_weight = token_weights(batch, r2l_weight)
-  loss_sum = jnp.sum(ce * dir_weight) + z_loss * jnp.sum(jnp.square(log_z) * dir_weight)
+  loss_sum = tokens.weighted_loss(ce, log_z, dir_weight, z_loss)
   sums = {}
   for name, mask in (("l2r", ~is_r2l), ("r2l", is_r2l)):
     w = weights * mask
@@ -66,8 +66,10 @@ def objective(model_cfg: ModelConfig, loss_chunk: int = 0,
   weights = loss_weights() if weights is None else loss_weights(**weights)
 
   def sums_with(params, batch, r2l_weight, z_loss):
-    ce, log_z, correct = tokens.token_terms(params, batch, model_cfg, loss_chunk)
-    return bidirectional_sums(ce, log_z, correct, batch, r2l_weight, z_loss)
+    loss_sum, ce, log_z, correct = tokens.token_loss(
+        params, batch, model_cfg, token_weights(batch, r2l_weight), z_loss, loss_chunk)
+    _, total, sums = bidirectional_sums(ce, log_z, correct, batch, r2l_weight, z_loss)
+    return loss_sum, total, sums
 
   return Objective(
       name="pretrain",

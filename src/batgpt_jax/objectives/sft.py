@@ -24,7 +24,7 @@ def reply_sums(ce, log_z, correct, batch, z_loss: float):
   """Per-token terms -> (loss sum over reply tokens, their count, metric sums)."""
   weights = batch["loss_weights"].astype(jnp.float32)
   ce_sum = jnp.sum(ce * weights)
-  loss_sum = ce_sum + z_loss * jnp.sum(jnp.square(log_z) * weights)
+  loss_sum = tokens.weighted_loss(ce, log_z, weights, z_loss)
   sums = {"reply/loss_sum": ce_sum, "reply/correct": jnp.sum(correct * weights),
           "reply/tokens": jnp.sum(weights)}
   return loss_sum, jnp.sum(weights), sums
@@ -41,8 +41,11 @@ def objective(model_cfg: ModelConfig, loss_chunk: int = 0) -> Objective:
   z_loss = sft_weights()["z_loss"]
 
   def sums_with(params, batch, z):
-    ce, log_z, correct = tokens.token_terms(params, batch, model_cfg, loss_chunk)
-    return reply_sums(ce, log_z, correct, batch, z)
+    weights = batch["loss_weights"].astype(jnp.float32)
+    loss_sum, ce, log_z, correct = tokens.token_loss(params, batch, model_cfg, weights, z,
+                                                     loss_chunk)
+    _, total, sums = reply_sums(ce, log_z, correct, batch, z)
+    return loss_sum, total, sums
 
   return Objective(
       name="sft",

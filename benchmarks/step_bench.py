@@ -1,7 +1,7 @@
 """`make bench`: the training step's speed, honestly accounted.
 
   python benchmarks/step_bench.py [--gin_file=gin/models/bench.gin] [--seq_len=512] [--batch=8]
-      [--steps=5] [--variants=plain,chunked] [--modes=both,sample,l2r] [--gin.X=Y ...]
+      [--steps=5] [--variants=plain,chunked,chunked_dots] [--modes=both,sample,l2r] [--gin.X=Y ...]
 
 Reports median step time, tokens/s, model TFLOP/s and MFU for each step variant (compared as
 ratios within this one run), compile seconds, peak host RSS (of this process, and of a process
@@ -41,8 +41,9 @@ def _args(argv):
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--steps", type=int, default=5, help="measured steps per variant")
   parser.add_argument("--warmup", type=int, default=1)
-  parser.add_argument("--variants", default="plain,chunked",
-                      help="plain: full logits; chunked: TrainConfig.loss_chunk=128")
+  parser.add_argument("--variants", default="plain,chunked,chunked_dots",
+                      help="plain: full logits; chunked: TrainConfig.loss_chunk=128 (the fused "
+                      "cross-entropy); chunked_dots: that with ModelConfig.remat='dots'")
   parser.add_argument("--modes", default="both,sample,l2r")
   parser.add_argument("--mode_steps", type=int, default=2, help="measured steps per mode")
   parser.add_argument("--pipeline_batches", type=int, default=20)
@@ -76,7 +77,14 @@ def _time_steps(compiled, state, batches, n, warmup, mesh, rules):
   return state, statistics.median(times), float(metrics["loss"])
 
 
-VARIANT_CHUNK = {"plain": 0, "chunked": 128}
+# variant -> (TrainConfig.loss_chunk, ModelConfig.remat or None for the model gin's own)
+VARIANTS = {"plain": (0, None), "chunked": (128, None), "chunked_dots": (128, "dots")}
+
+
+def _variant(model_cfg, variant: str):
+  """(model config, loss_chunk) of a variant."""
+  chunk, remat = VARIANTS[variant]
+  return (dataclasses.replace(model_cfg, remat=remat) if remat else model_cfg), chunk
 
 
 def _synthetic_batch(vocab_size: int, batch: int, seq_len: int) -> dict:
@@ -100,18 +108,23 @@ def _step_rss(args) -> int:
   from batgpt_jax.objectives import pretrain
   from batgpt_jax.train import state as train_state
   from batgpt_jax.train import step as train_step
-  model_cfg, mesh_cfg = ModelConfig(), parallel.MeshConfig()
+  model_cfg, chunk = _variant(ModelConfig(), args.step_rss_of)
+  mesh_cfg = parallel.MeshConfig()
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   mesh = parallel.mesh_from_config(mesh_cfg)
   tx = train_state.make_optimizer(train_state.OptimizerConfig(), 1000)
   state, shardings = train_state.create_state(model_cfg, tx, mesh, rules, seed=0)
-  train, _ = train_step.jit_steps(pretrain.objective(model_cfg, VARIANT_CHUNK[args.step_rss_of]),
-                                  tx, mesh, rules, shardings, microbatches=1)
+  train, _ = train_step.jit_steps(pretrain.objective(model_cfg, chunk), tx, mesh, rules,
+                                  shardings, microbatches=1)
   host = _synthetic_batch(model_cfg.vocab_size, args.batch, args.seq_len)
   for _ in range(2):
     state, metrics = train(state, parallel.global_batch(host, mesh, rules), {})
   jax.block_until_ready(metrics)
-  print(f"STEP_RSS_GIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.3f}")
+  # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (Linux keeps it
+  # across fork and exec), so it would report the benchmark process's own.
+  status = pathlib.Path("/proc/self/status").read_text()
+  peak_kib = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM:"))
+  print(f"STEP_RSS_GIB {peak_kib / 2**20:.3f}")
   return 0
 
 
@@ -166,9 +179,9 @@ def main(argv) -> int:
   main_batches = mode_batches[args.modes.split(",")[0]]
   variants = {}
   for variant in args.variants.split(","):
-    chunk = VARIANT_CHUNK[variant]
-    state, shardings = train_state.create_state(model_cfg, tx, mesh, rules, seed=0)
-    train, _ = train_step.jit_steps(pretrain.objective(model_cfg, chunk), tx, mesh, rules,
+    variant_cfg, chunk = _variant(model_cfg, variant)
+    state, shardings = train_state.create_state(variant_cfg, tx, mesh, rules, seed=0)
+    train, _ = train_step.jit_steps(pretrain.objective(variant_cfg, chunk), tx, mesh, rules,
                                     shardings, microbatches=1)
     start = time.perf_counter()
     compiled = train.lower(state, parallel.global_batch(main_batches[0], mesh, rules),

@@ -159,3 +159,19 @@ def test_splash_in_interpret_mode_equals_xla():
   assert float(loss) == pytest.approx(float(want_loss), abs=1e-4)
   for got, want in zip(grads, want_grads):
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["splash", "blockwise"])
+def test_under_a_mesh_the_output_is_one_devices(impl, axis_rules):
+  """Mesh (2, 2, 2): rows over data and fsdp, KV heads (and their query groups) over
+  tensor; splash runs per shard under shard_map."""
+  from batgpt_jax import parallel  # pylint: disable=import-outside-toplevel
+  q, k, v, segment_ids = _inputs(batch=4, length=256, dim=16)
+  want = _run("xla", q, k, v, segment_ids, 128)
+  mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=(2, 2, 2)))
+
+  def sharded(q, k, v, segment_ids):
+    with parallel.activation_sharding(mesh, axis_rules):
+      return _run(impl, q, k, v, segment_ids, 128)
+
+  np.testing.assert_allclose(jax.jit(sharded)(q, k, v, segment_ids), want, atol=1e-5)

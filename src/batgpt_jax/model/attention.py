@@ -1,4 +1,4 @@
-"""Attention behind one interface, chosen by `ModelConfig.attention`: xla | blockwise | splash | cudnn.
+"""Attention behind one interface, `ModelConfig.attention`: xla | blockwise | splash | cudnn.
 
 Every implementation computes the same function. Query i sees key j when both carry the same
 segment id and `kv_index[j] <= q_index[i]` (causal within each packed document; decoding uses

@@ -1,10 +1,11 @@
 """The XLA flags this project runs with, added to XLA_FLAGS before JAX starts its backend.
 
 On CPU, `--xla_cpu_experimental_ynn_fusion_type=dot,reduce` lets XLA hand reductions to YNNPACK
-beside the matmuls: the `bench` model's plain gradient takes 8.3 s instead of 10.5 s under
-XLA's defaults, and 1.15x less time than with `dot` alone, with the same losses. `eltwise` as well is slower and triples the compiler's peak memory
-(docs/performance.md has the sweep). Flags of other platforms are ignored by the CPU backend and
-these by theirs. A flag already named in XLA_FLAGS is left as the user set it.
+beside the matmuls: the `bench` model's plain gradient takes 8.3 s instead of 10.5 s under XLA's
+defaults, and 1.15x less time than with `dot` alone, with the same losses. `eltwise` as well is
+slower and triples the compiler's peak memory (docs/performance.md has the sweep). Flags of other
+platforms are ignored by the CPU backend and these by theirs. A flag already named in XLA_FLAGS is
+left as the user set it.
 """
 
 import os

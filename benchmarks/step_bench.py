@@ -81,10 +81,18 @@ def _time_steps(compiled, state, batches, n, warmup, mesh, rules):
 VARIANTS = {"plain": (0, None), "chunked": (128, None), "chunked_dots": (128, "dots")}
 
 
-def _variant(model_cfg, variant: str):
-  """(model config, loss_chunk) of a variant."""
+def _variant_step(model_cfg, variant: str, tx, mesh, rules):
+  """(fresh train state, jitted train step) of a variant of the gin model."""
+  # pylint: disable=import-outside-toplevel
+  from batgpt_jax.objectives import pretrain
+  from batgpt_jax.train import state as train_state
+  from batgpt_jax.train import step as train_step
   chunk, remat = VARIANTS[variant]
-  return (dataclasses.replace(model_cfg, remat=remat) if remat else model_cfg), chunk
+  cfg = dataclasses.replace(model_cfg, remat=remat) if remat else model_cfg
+  state, shardings = train_state.create_state(cfg, tx, mesh, rules, seed=0)
+  train, _ = train_step.jit_steps(pretrain.objective(cfg, chunk), tx, mesh, rules, shardings,
+                                  microbatches=1)
+  return state, train
 
 
 def _synthetic_batch(vocab_size: int, batch: int, seq_len: int) -> dict:
@@ -105,17 +113,12 @@ def _step_rss(args) -> int:
   # pylint: disable=import-outside-toplevel
   from batgpt_jax import parallel
   from batgpt_jax.model.config import ModelConfig
-  from batgpt_jax.objectives import pretrain
   from batgpt_jax.train import state as train_state
-  from batgpt_jax.train import step as train_step
-  model_cfg, chunk = _variant(ModelConfig(), args.step_rss_of)
-  mesh_cfg = parallel.MeshConfig()
+  model_cfg, mesh_cfg = ModelConfig(), parallel.MeshConfig()
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   mesh = parallel.mesh_from_config(mesh_cfg)
   tx = train_state.make_optimizer(train_state.OptimizerConfig(), 1000)
-  state, shardings = train_state.create_state(model_cfg, tx, mesh, rules, seed=0)
-  train, _ = train_step.jit_steps(pretrain.objective(model_cfg, chunk), tx, mesh, rules,
-                                  shardings, microbatches=1)
+  state, train = _variant_step(model_cfg, args.step_rss_of, tx, mesh, rules)
   host = _synthetic_batch(model_cfg.vocab_size, args.batch, args.seq_len)
   for _ in range(2):
     state, metrics = train(state, parallel.global_batch(host, mesh, rules), {})
@@ -151,11 +154,9 @@ def main(argv) -> int:
     return _step_rss(args)
   config.parse_gin(["gin/mesh/cpu.gin", *files], bindings)
   from batgpt_jax import parallel  # pylint: disable=import-outside-toplevel
-  from batgpt_jax.objectives import pretrain  # pylint: disable=import-outside-toplevel
   from batgpt_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from batgpt_jax.model.config import ModelConfig, describe  # pylint: disable=import-outside-toplevel
   from batgpt_jax.train import metrics, state as train_state  # pylint: disable=import-outside-toplevel
-  from batgpt_jax.train import step as train_step  # pylint: disable=import-outside-toplevel
 
   model_cfg, data_cfg, mesh_cfg = ModelConfig(), pipeline.DataConfig(), parallel.MeshConfig()
   rules = parallel.check_rules(mesh_cfg.axis_rules)
@@ -179,10 +180,7 @@ def main(argv) -> int:
   main_batches = mode_batches[args.modes.split(",")[0]]
   variants = {}
   for variant in args.variants.split(","):
-    variant_cfg, chunk = _variant(model_cfg, variant)
-    state, shardings = train_state.create_state(variant_cfg, tx, mesh, rules, seed=0)
-    train, _ = train_step.jit_steps(pretrain.objective(variant_cfg, chunk), tx, mesh, rules,
-                                    shardings, microbatches=1)
+    state, train = _variant_step(model_cfg, variant, tx, mesh, rules)
     start = time.perf_counter()
     compiled = train.lower(state, parallel.global_batch(main_batches[0], mesh, rules),
                            {}).compile()

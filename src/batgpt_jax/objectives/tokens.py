@@ -21,10 +21,25 @@ def token_cross_entropy(logits, targets):
 
   correct: no logit is above the target's (the max that log Z needs anyway; an exact tie counts
   as correct), which spares an argmax pass over the vocabulary."""
-  top = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
-  log_z = top + jnp.log(jnp.sum(jnp.exp(logits - top[..., None]), axis=-1))
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  top, _, total, target_logit = _logit_terms(logits, targets)
+  log_z = top + jnp.log(total)
   return log_z - target_logit, log_z, target_logit >= top
+
+
+def _logit_terms(logits, targets):
+  """(max logit, exp(logits - max), its sum, the target's logit): what log Z, the cross-entropy
+  and its gradient are made of."""
+  top = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+  exp = jnp.exp(logits - top[..., None])
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  return top, exp, jnp.sum(exp, axis=-1), target_logit
+
+
+def _chunk_logits(hidden, kernel):
+  """One chunk's float32 logits [batch, chunk, vocab], sharded like the full ones."""
+  logits = jnp.einsum("bcd,dv->bcv", hidden, kernel.astype(hidden.dtype),
+                      preferred_element_type=jnp.float32)
+  return parallel.constrain(logits, ("batch", "length", "vocab"))
 
 
 def weighted_loss(ce, log_z, weights, z_loss: float):
@@ -62,10 +77,7 @@ def chunked_token_cross_entropy(hidden, lm_head, targets, chunk: int):
 
   @jax.checkpoint
   def one_chunk(h, t):
-    logits = jnp.einsum("bcd,dv->bcv", h, lm_head.astype(h.dtype),
-                        preferred_element_type=jnp.float32)
-    logits = parallel.constrain(logits, ("batch", "length", "vocab"))
-    return token_cross_entropy(logits, t)
+    return token_cross_entropy(_chunk_logits(h, lm_head), t)
 
   chunks = (_strided_chunks(hidden, chunk), _strided_chunks(targets, chunk))
   outs = jax.lax.map(lambda args: one_chunk(*args), chunks)
@@ -92,13 +104,8 @@ def _fused_forward(hidden, lm_head, targets, weights, z_loss: float, chunk: int)
 
   def one_chunk(d_kernel, xs):
     h, t, w = xs
-    logits = jnp.einsum("bcd,dv->bcv", h, kernel, preferred_element_type=jnp.float32)
-    logits = parallel.constrain(logits, ("batch", "length", "vocab"))
-    top = jnp.max(logits, axis=-1)
-    exp = jnp.exp(logits - top[..., None])
-    total = jnp.sum(exp, axis=-1)
+    top, exp, total, target_logit = _logit_terms(_chunk_logits(h, kernel), t)
     log_z = top + jnp.log(total)
-    target_logit = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
     ce = log_z - target_logit
     scale = w * (1.0 + 2.0 * z_loss * log_z) / total
     is_target = jnp.arange(vocab, dtype=t.dtype) == t[..., None]
@@ -144,12 +151,17 @@ def token_terms(params, batch, cfg: ModelConfig, loss_chunk: int = 0):
 
   `params` may carry scalar heads (a policy with PPO's value head): the decoder ignores them."""
   params = heads.decoder_params(params)
-  args = (batch["tokens"], batch["positions"], batch["segment_ids"])
   if loss_chunk:
-    hidden = transformer.apply(cfg, params, *args, method="hidden_states")
-    return chunked_token_cross_entropy(hidden, params["lm_head"], batch["targets"], loss_chunk)
-  logits = transformer.apply(cfg, params, *args)  # [batch, length, vocab] float32
+    return chunked_token_cross_entropy(_hidden_states(params, batch, cfg), params["lm_head"],
+                                       batch["targets"], loss_chunk)
+  logits = transformer.apply(cfg, params, batch["tokens"], batch["positions"],
+                             batch["segment_ids"])  # [batch, length, vocab] float32
   return token_cross_entropy(logits, batch["targets"])
+
+
+def _hidden_states(decoder_params, batch, cfg: ModelConfig):
+  return transformer.apply(cfg, decoder_params, batch["tokens"], batch["positions"],
+                           batch["segment_ids"], method="hidden_states")
 
 
 def token_loss(params, batch, cfg: ModelConfig, weights, z_loss: float, loss_chunk: int = 0):
@@ -160,7 +172,5 @@ def token_loss(params, batch, cfg: ModelConfig, weights, z_loss: float, loss_chu
     ce, log_z, correct = token_terms(params, batch, cfg)
     return (weighted_loss(ce, log_z, weights, z_loss), ce, log_z, correct)
   params = heads.decoder_params(params)
-  hidden = transformer.apply(cfg, params, batch["tokens"], batch["positions"],
-                             batch["segment_ids"], method="hidden_states")
-  return fused_cross_entropy(hidden, params["lm_head"], batch["targets"], weights, z_loss,
-                             loss_chunk)
+  return fused_cross_entropy(_hidden_states(params, batch, cfg), params["lm_head"],
+                             batch["targets"], weights, z_loss, loss_chunk)

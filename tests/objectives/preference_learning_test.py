@@ -124,6 +124,24 @@ def test_reward_score_writes_calibrated_scores(reward_run, tmp_path):
   assert right >= 0.95 * len(scored)
 
 
+def test_batgpt_label_takes_a_reward_model_as_the_labeller(reward_run, tmp_path):
+  """`batgpt label` with a reward checkpoint labels by its rewards (no judge prompt): the pairs
+  come in either order, and the rule's answer comes out as `chosen`."""
+  _, _, run_dir = reward_run
+  records = [r for _, r in planted.read_records("sort_swap", "validation")][:24]
+  shown = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) if n % 2 else r
+           for n, r in enumerate(records)]
+  (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shown))
+  out = tmp_path / "out.jsonl"
+  assert cli.main(["label", f"--checkpoint={run_dir}", f"--input={tmp_path}/in.jsonl",
+                   f"--output={out}", "--seq_len=160", "--batch=16"]) == 0
+  labelled = [json.loads(line) for line in out.read_text().splitlines()]
+  assert len(labelled) == len(records) and all(r["source"] == "ai" for r in labelled)
+  assert all(0.5 <= r["p_chosen"] <= 1.0 for r in labelled)
+  right = sum(got["chosen"] == want["chosen"] for got, want in zip(labelled, records))
+  assert right >= 0.95 * len(records)
+
+
 def test_reward_help_loads_no_jax():
   probe = ("import sys, runpy\nsys.argv = ['batgpt', 'reward', 'score', '--help']\n"
            "try:\n  runpy.run_module('batgpt_jax.cli', run_name='__main__')\n"

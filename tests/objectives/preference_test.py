@@ -183,11 +183,12 @@ def test_reward_objective_reads_the_head_at_each_answers_last_token():
   assert float(weight_total) == 3.5 and float(sums["pairs"]) == 3.0
 
 
-def test_dpo_objective_against_its_reference_in_closed_form():
+@pytest.mark.parametrize("sft_coef", [0.0, 0.7])
+def test_dpo_objective_against_its_reference_in_closed_form(sft_coef):
   policy = transformer.init_params(CFG, 1)
   reference = transformer.init_params(CFG, 2)
   batch = _model_batch()
-  settings = {"beta": 0.2, "loss": "sigmoid", "label_smoothing": 0.1}
+  settings = {"beta": 0.2, "loss": "sigmoid", "label_smoothing": 0.1, "sft_coef": sft_coef}
   objective = preference.dpo_objective(CFG, settings=settings)
   assert objective.frozen_roles == ("reference",)
   loss_sum, weight_total, sums = objective.loss(policy, batch, {"reference": reference})
@@ -200,11 +201,15 @@ def test_dpo_objective_against_its_reference_in_closed_form():
   weights = np.asarray(batch["loss_weights"])
   lp_pi, lp_ref = logps(policy), logps(reference)
   pi, ref = _side_totals(lp_pi * weights), _side_totals(lp_ref * weights)
-  expected, correct = 0.0, 0
-  for w, p, (pc, pr), (rc, rr) in zip((1.0, 2.0, 0.5), (1.0, 0.8, 0.0), pi, ref):
+  tokens = _side_totals(weights)
+  expected, correct, nlls = 0.0, 0, []
+  for w, p, (pc, pr), (rc, rr), (nc, nr) in zip((1.0, 2.0, 0.5), (1.0, 0.8, 0.0), pi, ref,
+                                                tokens):
     h = (pc - rc) - (pr - rr)
     q = p * 0.9 + (1 - p) * 0.1
-    expected += w * (-q * _log_sigmoid(0.2 * h) - (1 - q) * _log_sigmoid(-0.2 * h))
+    nlls.append(p * -pc / nc + (1 - p) * -pr / nr)  # RPO: the preferred answer, per token
+    expected += w * (-q * _log_sigmoid(0.2 * h) - (1 - q) * _log_sigmoid(-0.2 * h)
+                     + sft_coef * nlls[-1])
     correct += (h > 0) == (p > 0.5)
   assert float(loss_sum) == pytest.approx(expected, abs=1e-5)
   assert float(weight_total) == 3.5
@@ -222,6 +227,7 @@ def test_dpo_objective_against_its_reference_in_closed_form():
   kl = _side_totals((np.exp(p_pi) * (p_pi - p_ref)).sum(-1) * weights)
   assert float(out["kl/sequence"]) == pytest.approx(np.mean([a + b for a, b in kl]) / 2, abs=1e-5)
   assert float(out["kl/sequence"]) > 0
+  assert float(out["nll/preferred"]) == pytest.approx(np.mean(nlls), abs=1e-5)
 
 
 def test_dpo_against_itself_is_log_two_with_no_gradient_through_the_reference():
@@ -241,6 +247,8 @@ def test_dpo_settings_and_a_missing_reference_are_named():
     preference.dpo_settings(loss="hinge")
   with pytest.raises(ValueError, match="beta=0"):
     preference.dpo_settings(beta=0)
+  with pytest.raises(ValueError, match="sft_coef=-1"):
+    preference.dpo_settings(sft_coef=-1)
   objective = preference.dpo_objective(CFG, settings={"beta": 0.1})
   with pytest.raises(ValueError, match="TrainConfig.reference_from"):
     objective.loss(transformer.init_params(CFG, 1), _model_batch(), {})

@@ -11,6 +11,8 @@ project's preference schema (data/preference_schema.py) with `source: ai`, the p
 answer as `chosen` and `p_chosen` in [0.5, 1].
 
 A reward model labels too (`reward_labels`): P(X better) = sigmoid(r_X - r_Y), one pass.
+`batgpt label --checkpoint` takes either: a checkpoint with a reward head labels as a reward
+model, any other as a judge.
 """
 
 import json
@@ -152,20 +154,28 @@ def run(args, gin_text: str) -> int:
   del gin_text
   try:
     directory, step = checkpoints.find_step(args.checkpoint, args.step)
-    cfg, _ = checkpoints.read_config(directory, step)
-    params = checkpoints.read_params(directory, step)
-    params = {k: v for k, v in params.items() if k in transformer.abstract_params(cfg)}
+    is_reward_model = any(name.startswith(reward_score.HEAD + "/")
+                          for name in checkpoints.param_shapes(directory, step))
     vocabulary = (vocab_lib.load_vocabulary(args.vocab) if args.vocab
                   else pipeline.vocabulary_for(pipeline.DataConfig()))
     pairs = [preferences.pair_from_record(json.loads(line), args.format,
                                           f"{args.input}:{lineno}")
              for lineno, line in tasks.decoded_lines(args.input) if line.strip()]
-    records = label_pairs(model_judge(cfg, params, vocabulary, seq_len=args.seq_len,
-                                      batch=args.batch), pairs, judge_settings())
+    if is_reward_model:
+      records = reward_labels(reward_score.load(directory, step), vocabulary, pairs,
+                              seq_len=args.seq_len, batch=args.batch)
+    else:
+      cfg, _ = checkpoints.read_config(directory, step)
+      params = checkpoints.read_params(directory, step)
+      params = {k: v for k, v in params.items() if k in transformer.abstract_params(cfg)}
+      records = label_pairs(model_judge(cfg, params, vocabulary, seq_len=args.seq_len,
+                                        batch=args.batch), pairs, judge_settings())
     count = preference_schema.write_jsonl(args.output, records)
   except (FileNotFoundError, ValueError) as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
+  how = ("as a reward model" if is_reward_model
+         else f"as a judge; {len(pairs) - count} dropped: their verdict flipped with the order")
   print(f"Labelled {count} of {len(pairs)} pairs with {directory}/{step} into {args.output} "
-        f"({len(pairs) - count} dropped: their verdict flipped with the order)")
+        f"({how})")
   return 0

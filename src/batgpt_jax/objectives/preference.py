@@ -16,6 +16,12 @@ formula with p' = p (1 - eps) + (1 - p) eps, exactly.
   dpo     f(h) = -log sigmoid(beta h),               h = (log pi_c - log ref_c)
   ipo     f(h) = (h - 1 / (2 beta))^2                      - (log pi_r - log ref_r)
 
+With `dpo_settings.sft_coef = alpha > 0` the DPO family adds the preferred answer's own
+likelihood (RPO, TRL's `rpo_alpha`): alpha * (p * nll_c + (1 - p) * nll_r), nll the answer's mean
+negative log-probability per token. DPO alone can widen h by lowering both answers (the rejected
+faster); on answers that differ in one place, such as the planted pairs, that leaves the chosen
+answer no likelier and the samples malformed. The term keeps the preferred answer's probability up.
+
 Each pair's loss is multiplied by its weight; loss_sum and weight_total are sums over the pairs of
 the batch (the contract's sums). Accuracy counts decided pairs (p != 0.5): correct when the
 model's difference has the label's sign. `margin` is used by the reward loss only.
@@ -34,9 +40,10 @@ REFERENCE = "reference"
 
 
 @gin.configurable
-def dpo_settings(beta: float = 0.1, loss: str = "sigmoid",
-                 label_smoothing: float = 0.0) -> dict:
-  """DPO's knobs, from gin: beta, the loss ('sigmoid' = DPO, 'ipo') and cDPO's label smoothing."""
+def dpo_settings(beta: float = 0.1, loss: str = "sigmoid", label_smoothing: float = 0.0,
+                 sft_coef: float = 0.0) -> dict:
+  """DPO's knobs, from gin: beta, the loss ('sigmoid' = DPO, 'ipo'), cDPO's label smoothing and
+  the weight of the preferred answer's per-token NLL (RPO; 0 is plain DPO)."""
   if beta <= 0:
     raise ValueError(f"dpo_settings.beta={beta}; it must be > 0 (DPO's usual range is 0.01-0.5).")
   if loss not in DPO_LOSSES:
@@ -44,7 +51,11 @@ def dpo_settings(beta: float = 0.1, loss: str = "sigmoid",
   if not 0.0 <= label_smoothing < 0.5:
     raise ValueError(f"dpo_settings.label_smoothing={label_smoothing}; expected a value in "
                      "[0, 0.5) (the assumed share of flipped labels; 0 is plain DPO).")
-  return {"beta": float(beta), "loss": loss, "label_smoothing": float(label_smoothing)}
+  if sft_coef < 0:
+    raise ValueError(f"dpo_settings.sft_coef={sft_coef}; it must be >= 0 (0 is plain DPO; RPO "
+                     "uses about 1).")
+  return {"beta": float(beta), "loss": loss, "label_smoothing": float(label_smoothing),
+          "sft_coef": float(sft_coef)}
 
 
 # --- per-token values -> per-pair values --------------------------------------------------------
@@ -87,6 +98,13 @@ def dpo_pair_loss(logratio_diff, p_chosen, *, beta: float, loss: str, label_smoo
   if loss == "ipo":
     return soft_label_loss(lambda h: jnp.square(h - 1.0 / (2.0 * beta)), logratio_diff, p)
   return soft_label_loss(lambda h: -jax.nn.log_sigmoid(beta * h), logratio_diff, p)
+
+
+def preferred_nll(logp_chosen, logp_rejected, tokens_chosen, tokens_rejected, p_chosen):
+  """p * nll_c + (1 - p) * nll_r, nll an answer's mean negative log-probability per token."""
+  per_token = lambda logp, tokens: -logp / jnp.maximum(tokens, 1.0)
+  return (p_chosen * per_token(logp_chosen, tokens_chosen)
+          + (1.0 - p_chosen) * per_token(logp_rejected, tokens_rejected))
 
 
 def decided_correct(diff, p_chosen, present):
@@ -158,13 +176,19 @@ def answer_terms(policy_logits, reference_logits, targets, weights):
   return pick(policy) * weights, pick(reference) * weights, kl * weights
 
 
-def dpo_sums(policy, reference, kl, pairs: dict, settings: dict):
-  """(chosen, rejected) log-probs of policy and reference -> the contract's sums."""
+def dpo_sums(policy, reference, kl, tokens, pairs: dict, settings: dict):
+  """(chosen, rejected) log-probs of policy and reference, and answer lengths in tokens -> the
+  contract's sums."""
   present, weight = pairs["present"], pairs["weight"]
   chosen_ratio = (policy[0] - reference[0]) * present
   rejected_ratio = (policy[1] - reference[1]) * present
   diff = chosen_ratio - rejected_ratio
-  losses = dpo_pair_loss(diff, pairs["p_chosen"], **settings)
+  sft_coef = settings["sft_coef"]
+  losses = dpo_pair_loss(diff, pairs["p_chosen"], beta=settings["beta"], loss=settings["loss"],
+                         label_smoothing=settings["label_smoothing"])
+  nll = preferred_nll(*policy, *tokens, pairs["p_chosen"]) * present
+  if sft_coef:
+    losses = losses + sft_coef * nll
   decided, correct = decided_correct(diff, pairs["p_chosen"], present)
   sums = {"pairs": jnp.sum(present), "decided": jnp.sum(decided), "correct": jnp.sum(correct),
           "margin_sum": settings["beta"] * jnp.sum(diff),
@@ -172,7 +196,8 @@ def dpo_sums(policy, reference, kl, pairs: dict, settings: dict):
           "chosen_ratio_sum": jnp.sum(chosen_ratio), "rejected_ratio_sum": jnp.sum(rejected_ratio),
           "chosen_logp_sum": jnp.sum(policy[0] * present),
           "rejected_logp_sum": jnp.sum(policy[1] * present),
-          "kl_sum": jnp.sum((kl[0] + kl[1]) * present)}
+          "kl_sum": jnp.sum((kl[0] + kl[1]) * present),
+          "preferred_nll_sum": jnp.sum(nll)}
   return jnp.sum(losses * weight), jnp.sum(weight), sums
 
 
@@ -187,6 +212,7 @@ def summarize_dpo(loss_sum, weight_total, sums: dict) -> dict:
           "logp/chosen": sums["chosen_logp_sum"] / pairs,
           "logp/rejected": sums["rejected_logp_sum"] / pairs,
           "kl/sequence": sums["kl_sum"] / jnp.maximum(2.0 * sums["pairs"], 1.0),
+          "nll/preferred": sums["preferred_nll_sum"] / pairs,  # per token, RPO's term
           "pairs": sums["pairs"]}
 
 
@@ -214,7 +240,7 @@ def dpo_objective(model_cfg: ModelConfig, loss_chunk: int = 0,
                                          batch["targets"], batch["loss_weights"])
     per_side = lambda values: side_sums(values, batch["segment_ids"])
     return dpo_sums(per_side(policy), per_side(reference), per_side(jax.lax.stop_gradient(kl)),
-                    pair_fields(batch), settings)
+                    per_side(batch["loss_weights"]), pair_fields(batch), settings)
 
   return Objective(name="dpo", loss=loss, eval_loss=loss, summarize=summarize_dpo,
                    frozen_roles=(REFERENCE,))

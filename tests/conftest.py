@@ -7,9 +7,11 @@ import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
-# XLA's own CPU defaults, here and in the `batgpt` subprocesses (batgpt_jax/xla_flags.py): the
-# learning tests' thresholds were set under them, and a faster fusion moves their trajectories.
-os.environ["BATGPT_XLA_DEFAULTS"] = "0"
+# The flags `batgpt` runs with (batgpt_jax/xla_flags.py), here and, through XLA_FLAGS, in the
+# `batgpt` subprocesses the tests start: the tests check what users run, and it is faster.
+from batgpt_jax import xla_flags  # noqa: E402
+
+xla_flags.apply_defaults()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One XLA compilation cache for the session, inherited by the `batgpt` subprocesses the tests
 # start: the same tiny train step is compiled by dozens of tests and processes, once is enough.

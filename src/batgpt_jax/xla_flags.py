@@ -17,8 +17,8 @@ def apply_defaults(environ=os.environ) -> str:
   """Appends each default flag that XLA_FLAGS does not set already; returns the new value.
 
   Takes effect only before JAX initialises its backend (the first computation or device
-  query), so entry points call it at import. BATGPT_XLA_DEFAULTS=0 turns it off (the tests
-  run with XLA's own defaults, the numbers their learning thresholds were set under)."""
+  query), so entry points call it at import. BATGPT_XLA_DEFAULTS=0 turns it off (XLA's own defaults;
+  the tests run with these flags, as users do)."""
   flags = environ.get("XLA_FLAGS", "")
   if environ.get("BATGPT_XLA_DEFAULTS", "1") == "0":
     return flags

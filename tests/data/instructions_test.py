@@ -35,7 +35,7 @@ def test_shipped_files_are_the_generator_output(tmp_path):
 def test_splits_are_disjoint_and_sized():
   train = instructions.default_examples("train")
   held_out = instructions.default_examples("validation")
-  assert len(train) == 19560 and len(held_out) == 480
+  assert len(train) == 21560 and len(held_out) == 480
   assert not {_user_turns(r) for r in train} & {_user_turns(r) for r in held_out}
   assert len({_user_turns(r) for r in held_out}) == 480  # no duplicates either
   arithmetic = lambda records: {_sum_of(r) for r in records if r["family"] == "arithmetic"}
@@ -76,7 +76,7 @@ def test_answers_are_short_and_exact():
 def test_records_are_well_formed_jsonl():
   raw = gzip.decompress((instructions.DIRECTORY / "train.jsonl.gz").read_bytes()).decode("utf-8")
   lines = raw.splitlines()
-  assert len(lines) == 19560 and raw.endswith("\n")
+  assert len(lines) == 21560 and raw.endswith("\n")
   record = json.loads(lines[0])
   assert list(record) == ["family", "language", "messages"]
   records = [json.loads(line) for line in lines]

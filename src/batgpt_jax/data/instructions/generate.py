@@ -18,11 +18,14 @@ assistant reply that is the exact answer. Families (FAMILIES):
                 FIRST, said two turns earlier (in train a quarter ask about the second instead);
                 names and towns, the values with many choices, are asked most (RECALL_WEIGHTS)
 
-A quarter of the train conversations (not recall's) have a system prompt; held-out ones have
-none. Every conversation fits in 128 tokens of the default vocabulary (tests/data). Held-out
-conversations never occur in train (for arithmetic: no held-out sum at all). Replies
-are short and regular so that a tiny model can learn them. Pure standard library plus the
-corpus lexicon; the output depends only on the seed, and the files are byte-reproducible.
+Arithmetic asks every sum in two English and two Chinese wordings; the other families are
+Chinese 40% of the time (CHINESE_SHARE), copy's and reverse's train conversations half the time
+(TRAIN_CHINESE_SHARE). A quarter of the train conversations (not recall's) have a system
+prompt; held-out ones have none. Every conversation fits in 128 tokens of the default
+vocabulary (tests/data). Held-out conversations never occur in train (for arithmetic: no
+held-out sum at all). Replies are short and regular so that a tiny model can learn them. Pure
+standard library plus the corpus lexicon; the output depends only on the seed, and the files
+are byte-reproducible.
 """
 
 import argparse
@@ -38,12 +41,21 @@ DEFAULT_SEED = 20250301
 FAMILIES = ("arithmetic", "copy", "reverse", "sort", "corpus_facts", "recall")
 HELD_OUT_PER_FAMILY = 80
 # Enough distinct conversations that a small model learns each rule instead of memorising its
-# examples (make sft-smoke sees each about 5 times); recall, the hardest, gets the most.
-TRAIN_PER_FAMILY = {"copy": 3000, "reverse": 3000, "sort": 3000, "corpus_facts": 3000,
+# examples (make sft-smoke sees each about 3 times); recall, the hardest, gets the most; copy
+# and reverse get more for their Chinese (TRAIN_CHINESE_SHARE).
+TRAIN_PER_FAMILY = {"copy": 4000, "reverse": 4000, "sort": 3000, "corpus_facts": 3000,
                     "recall": 5000}
 ARITHMETIC_HELD_OUT_SUMS = 20  # of the 90 one-digit sums a + b with a != b
 ARITHMETIC_REPEATS = 8  # each train wording 8 times, 2 of them with a system prompt
 CHINESE_SHARE = 0.4
+# The Chinese copy and reverse instructions (照抄, 重复这些词, 倒序, 把这些词倒过来说) have no
+# pieces in the default tokenizer, 6-24 byte tokens each, so the small model tells copy from
+# reverse by bytes; with about 1,100 Chinese train conversations a family it mixed them up
+# (`照抄：羊 狗` -> `狗 羊`). Train asks these two in Chinese half the time, on top of as many
+# English ones as before: taking the Chinese from the English (3,000 at 0.6) cost the copying
+# of names, one rare token each (copy and recall fell to 73%). Held-out draws keep
+# CHINESE_SHARE, so the held-out set does not change with this.
+TRAIN_CHINESE_SHARE = {"copy": 0.5, "reverse": 0.5}
 SYSTEM_SHARE = 0.25
 SYSTEMS = {"en": ("You are a helpful assistant.", "Answer briefly."),
            "zh": ("你是一个有用的助手。", "请简短回答。")}
@@ -86,12 +98,12 @@ def arithmetic_wordings(a: int, b: int) -> list[tuple[str, str, str]]:
           ("zh", f"{a}加{b}等于多少？", answer), ("zh", f"计算{a}+{b}。", answer)]
 
 
-def _language(rng) -> str:
-  return "zh" if rng.random() < CHINESE_SHARE else "en"
+def _language(rng, chinese_share: float) -> str:
+  return "zh" if rng.random() < chinese_share else "en"
 
 
-def copy_words(rng):
-  language = _language(rng)
+def copy_words(rng, chinese_share: float = CHINESE_SHARE):
+  language = _language(rng, chinese_share)
   if language == "zh":
     pool = ZH_WORDS
   else:
@@ -101,16 +113,16 @@ def copy_words(rng):
   return language, [(rng.choice(ask) + words, words)]
 
 
-def reverse_words(rng):
-  language = _language(rng)
+def reverse_words(rng, chinese_share: float = CHINESE_SHARE):
+  language = _language(rng, chinese_share)
   words = rng.sample(EN_WORDS if language == "en" else ZH_WORDS, rng.randint(2, 3))
   ask = (("Reverse the order of these words: ", "Say these words backwards: ")
          if language == "en" else ("把这些词倒过来说：", "倒序："))
   return language, [(rng.choice(ask) + " ".join(words), " ".join(reversed(words)))]
 
 
-def sort_items(rng):
-  language = _language(rng)
+def sort_items(rng, chinese_share: float = CHINESE_SHARE):
+  language = _language(rng, chinese_share)
   letters = language == "en" and rng.random() < 0.4
   items = rng.sample(LETTERS if letters else "0123456789", rng.randint(3, 4))
   if letters:
@@ -122,8 +134,8 @@ def sort_items(rng):
   return language, [(ask + " ".join(items), " ".join(sorted(items)))]
 
 
-def corpus_fact(rng):
-  if rng.random() < CHINESE_SHARE:
+def corpus_fact(rng, chinese_share: float = CHINESE_SHARE):
+  if rng.random() < chinese_share:
     return "zh", [_zh_fact(rng)]
   return "en", [_en_fact(rng)]
 
@@ -186,8 +198,8 @@ def _zh_slots(rng) -> dict:
           "number": (f"我的幸运数字是{number}。", "我的幸运数字是多少？", str(number))}
 
 
-def recall(rng, ask_first: bool = True):
-  language = _language(rng)
+def recall(rng, chinese_share: float = CHINESE_SHARE, ask_first: bool = True):
+  language = _language(rng, chinese_share)
   slots = _en_slots(rng) if language == "en" else _zh_slots(rng)
   names = sorted(slots)
   first = rng.choices(names, [RECALL_WEIGHTS[n] for n in names])[0]
@@ -243,12 +255,13 @@ def _drawn(seed: int, family: str) -> tuple[list[dict], list[dict]]:
   rng = random.Random(f"batgpt-instructions:{seed}:{family}")
   seen, splits = set(), []
   for size, is_train in ((HELD_OUT_PER_FAMILY, False), (TRAIN_PER_FAMILY[family], True)):
+    share = TRAIN_CHINESE_SHARE.get(family, CHINESE_SHARE) if is_train else CHINESE_SHARE
     records = []
     while len(records) < size:
       if family == "recall":
-        language, turns = recall(rng, ask_first=not is_train or rng.random() < 0.75)
+        language, turns = recall(rng, share, ask_first=not is_train or rng.random() < 0.75)
       else:
-        language, turns = _DRAW[family](rng)
+        language, turns = _DRAW[family](rng, share)
       if _user_key(turns) in seen:
         continue
       seen.add(_user_key(turns))

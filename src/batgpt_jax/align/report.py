@@ -10,9 +10,17 @@ normalised reward, KL, reply length and share of replies equal to the reference 
 
 import argparse
 import json
+import os
 import pathlib
 
-import tensorflow as tf
+# As in `batgpt` (cli.py): TensorFlow's start-up lines (oneDNN, the CUDA probe, CPU features)
+# say nothing to a reader of the table.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from batgpt_jax import logs  # noqa: E402
+
+with logs.native_noise_filtered():
+  import tensorflow as tf
 
 # eval/<name> -> column title, in the order printed; a run shows the ones it has.
 COLUMNS = (("loss", "loss"), ("reply/accuracy", "reply acc"), ("reward/accuracy", "pair acc"),

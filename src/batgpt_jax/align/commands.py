@@ -25,8 +25,9 @@ def add_reward_command(sub) -> None:
 def add_label_command(sub) -> None:
   label = sub.add_parser("label", help="AI preference labels: a judge model asked in both orders")
   config.add_gin_flags(label)
-  label.add_argument("--checkpoint", required=True, help="the labeller: a reward model's checkpoint, or any decoder "
-                     "checkpoint as a judge asked in both orders")
+  label.add_argument("--checkpoint", required=True,
+                     help="the labeller: a reward model's checkpoint, or any decoder checkpoint "
+                          "as a judge asked in both orders")
   label.add_argument("--step", type=int, default=None, help="default: the newest")
   label.add_argument("--input", required=True,
                      help="JSONL pairs (schema, TRL or HH-RLHF); their order is ignored")

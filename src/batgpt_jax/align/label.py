@@ -154,8 +154,7 @@ def run(args, gin_text: str) -> int:
   del gin_text
   try:
     directory, step = checkpoints.find_step(args.checkpoint, args.step)
-    is_reward_model = any(name.startswith(reward_score.HEAD + "/")
-                          for name in checkpoints.param_shapes(directory, step))
+    is_reward_model = reward_score.has_head(directory, step)
     vocabulary = (vocab_lib.load_vocabulary(args.vocab) if args.vocab
                   else pipeline.vocabulary_for(pipeline.DataConfig()))
     pairs = [preferences.pair_from_record(json.loads(line), args.format,

@@ -35,11 +35,16 @@ class RewardModel:
   source: str
 
 
+def has_head(directory: str, step: int) -> bool:
+  """Whether the checkpoint at directory/step holds a reward head."""
+  return any(name.startswith(HEAD + "/") for name in checkpoints.param_shapes(directory, step))
+
+
 def load(checkpoint: str, step: int | None = None, mesh=None, rules=()) -> RewardModel:
   """A reward model's parameters (decoder and head) and calibration from its checkpoint."""
   directory, step = checkpoints.find_step(checkpoint, step)
   cfg, _ = checkpoints.read_config(directory, step)
-  if not any(name.startswith(HEAD + "/") for name in checkpoints.param_shapes(directory, step)):
+  if not has_head(directory, step):
     raise ValueError(f"{directory}/{step} has no {HEAD}: it is not a reward model. Train one "
                      "with --gin_file=reward.gin (TrainConfig.objective = 'reward').")
   shardings = None if mesh is None else train_state.param_shardings(cfg, mesh, rules, (HEAD,))

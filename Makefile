@@ -55,7 +55,7 @@ align-smoke: $(STAMP)
 # fixtures (a trained run, a database) are built once. TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_bench.py $(BENCH_ARGS)

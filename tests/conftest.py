@@ -78,31 +78,3 @@ def data_tiny_vocab(data_tiny_vocab_path):
   from batgpt_jax.data import vocab  # pylint: disable=import-outside-toplevel
   return vocab.load_vocabulary(data_tiny_vocab_path)
 
-
-# --- scheduling: the longest files start first ---------------------------------------------------
-
-# Each file runs whole on one xdist worker (`--dist loadfile`), so the suite cannot end before its
-# longest file does; started last, that file runs alone on one core for minutes. `make test` turns
-# off xdist's own order (most tests first, `--no-loadscope-reorder`) and hands out files in this
-# order: these, longest first (seconds on the 2-core CI machine, each file on its own core), then
-# the rest as collected. The order only affects when a file starts, never what it checks.
-LONGEST_FILES = (
-    "align/ppo_learning_test.py",             # 338 s
-    "distributed_test.py",                    # 253 s
-    "objectives/preference_learning_test.py",  # 170 s
-    "align/ppo_invariance_test.py",           # 136 s
-    "train/run_guard_test.py",                # 114 s
-    "grow/grow_command_test.py",              # 98 s
-    "train/step_test.py",                     # 96 s
-    "checkpoints_test.py",                    # 95 s
-    "evaluate/instruction_eval_test.py",      # 80 s
-    "train/loop_test.py",                     # 80 s
-    "model/attention_test.py",                # 73 s
-)
-
-
-def pytest_collection_modifyitems(config, items):
-  del config
-  tests_dir = os.path.dirname(os.path.abspath(__file__))
-  rank = {os.path.join(tests_dir, name): i for i, name in enumerate(LONGEST_FILES)}
-  items.sort(key=lambda item: rank.get(str(item.path), len(rank)))  # stable: files stay whole

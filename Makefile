@@ -52,7 +52,8 @@ align-smoke: $(STAMP)
 	$(PY) -m batgpt_jax.align.report $(ALIGN_DIR)/sft $(ALIGN_DIR)/reward $(ALIGN_DIR)/dpo $(ALIGN_DIR)/ppo
 
 # One worker process per core (pytest-xdist), each pinned to its own core (tests/conftest.py); a
-# test file stays in one worker, so its module fixtures (a trained run, a database) are built once. TEST_WORKERS=0 runs in this process.
+# test file stays in one worker, so its module fixtures (a trained run, a database) are built
+# once. TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests

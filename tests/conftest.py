@@ -19,8 +19,8 @@ def _pin_worker_to_its_cores():
   if not worker.startswith("gw") or workers < 2 or not hasattr(os, "sched_setaffinity"):
     return
   cores = sorted(os.sched_getaffinity(0))
-  index = int(worker[2:])
-  share = cores[index % workers::workers] or [cores[index % len(cores)]]
+  index = int(worker[2:])  # 0 .. workers - 1
+  share = cores[index::workers] or [cores[index % len(cores)]]  # more workers than cores: shared
   os.sched_setaffinity(0, share)
 
 
@@ -77,4 +77,3 @@ def data_tiny_vocab_path(tmp_path_factory) -> str:
 def data_tiny_vocab(data_tiny_vocab_path):
   from batgpt_jax.data import vocab  # pylint: disable=import-outside-toplevel
   return vocab.load_vocabulary(data_tiny_vocab_path)
-

@@ -25,10 +25,8 @@ be local or any URL that orbax and etils.epath read, `gs://` included.
 """
 
 import contextlib
-import ctypes
 import dataclasses
 import difflib
-import functools
 import gc
 import logging
 import os
@@ -41,7 +39,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from batgpt_jax import logs
+from batgpt_jax import heap, logs
 from batgpt_jax.model import config as model_config
 from batgpt_jax.model.config import EXECUTION_FIELDS, ModelConfig
 from batgpt_jax.train import state as train_state
@@ -271,7 +269,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: dict, shardings:
   target = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
   for step in steps:
-    with _failed_read_noise_silenced(), _read_buffers_returned():
+    with _failed_read_noise_silenced(), heap.read_buffers_returned():
       try:
         saved = _config_item(mngr, step)
         _check_saved_model(saved, f"{mngr.directory}/{step}", model_cfg)
@@ -328,42 +326,6 @@ def _pass_over(mngr: ocp.CheckpointManager, step: int, reason: str, move_aside: 
   ocp.multihost.sync_global_processes(f"batgpt_move_aside_{step}")
   mngr.reload()
   logging.warning("Skipping %s: %s. Moved it aside to %s.", folder, reason, aside.name)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-@contextlib.contextmanager
-def _read_buffers_returned():
-  """Runs a restore with its read buffers given back to the system as they are freed (glibc).
-
-  A restore reads each array through buffers that are freed once the array is placed. glibc
-  serves buffers above a threshold from their own mappings, but raises that threshold after the
-  first such free, so the later buffers come from the heap and stay in the process: a 2 x 4
-  `bench` checkpoint restored on 4 x 2 peaked at 1.6x each host's share of the state
-  (benchmarks/restore_memory.py), 1.2x with the threshold held at 128 KiB during the restore.
-  Afterwards the thresholds are set where glibc's own adjustment ends (32 MiB mappings, 64 MiB
-  trim), and the freed heap is trimmed. Elsewhere than glibc it does nothing.
-  """
-  mallopt = getattr(_libc(), "mallopt", None)
-  if mallopt is None:
-    yield
-    return
-  mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-  try:
-    yield
-  finally:
-    mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-    mallopt(_M_TRIM_THRESHOLD, 64 * 1024 * 1024)
-    _libc().malloc_trim(0)
-
-
-@functools.cache
-def _libc():
-  try:
-    return ctypes.CDLL("libc.so.6")
-  except OSError:  # not glibc (macOS, musl): the allocator's defaults stay
-    return None
 
 
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ buffers soon come from the heap and stay warm.
 TensorFlow pins the threshold at 128 KiB the first time a `tf.data.Dataset.from_generator`
 kernel is built in a process (`ApplyPython311MemoryPatch`, once, against a from_generator
 memory growth on Python 3.11), and every data source here is built on from_generator. Left
-that way, the tiny model's instruction-tuning step faulted 29,000 pages (117 MB) in each step
-and took 0.18-0.20 s instead of 0.11-0.12 s on one core (docs/performance.md). `settled()`
+that way, the tiny model's instruction-tuning step faulted 28,000 pages (110 MB) in each step
+and took 0.185 s instead of 0.107 s on one core (docs/performance.md). `settled()`
 puts the thresholds where glibc's own adjustment ends; `batgpt_jax.data` calls it once
 TensorFlow's setting has happened. Off glibc (macOS, musl) these functions do nothing.
 """

@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,6 @@ def _sft_job(steps: int, pinned: bool) -> dict:
 
   import gin
   import jax
-  import numpy as np
 
   from batgpt_jax import checkpoints, config, heap, xla_flags
   from batgpt_jax.data import planted
@@ -54,11 +54,7 @@ def _sft_job(steps: int, pinned: bool) -> dict:
   checkpoints.write_run_dir(str(root / "base"), cfg,
                             jax.jit(heads.init_params, static_argnums=(0, 1))(cfg, 0),
                             train_state.OptimizerConfig())
-  rows = [{"prompt": r["prompt"], "response": answer}
-          for _, r in planted.read_records("sort_swap", "train")
-          for answer in (r["chosen"], r["rejected"])]
-  np.random.default_rng(0).shuffle(rows)
-  (root / "sort.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  planted.write_both_answers("sort_swap", root / "sort.jsonl")
   bindings = ["TrainConfig.async_checkpoint = False", "DataConfig.shards = 4",
               "DataConfig.sources = [(@ChatJsonl(), 1.0)]", f"TrainConfig.steps = {steps}",
               "TrainConfig.global_batch = 16", "TrainConfig.seq_len = 128",
@@ -71,7 +67,10 @@ def _sft_job(steps: int, pinned: bool) -> dict:
   gin_text = config.parse_gin(["models/tiny.gin", "sft.gin"], bindings)
   before = resource.getrusage(resource.RUSAGE_SELF)
   start = time.perf_counter()
-  history = loop.train(**config.run_configs(), gin_text=gin_text)
+  try:
+    history = loop.train(**config.run_configs(), gin_text=gin_text)
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
   seconds = time.perf_counter() - start
   after = resource.getrusage(resource.RUSAGE_SELF)
   train = [h for h in history if h["kind"] == "train"]

@@ -103,11 +103,7 @@ def _done(run_dir: pathlib.Path) -> bool:
 
 
 def _write_data(work: pathlib.Path) -> None:
-  rows = [{"prompt": r["prompt"], "response": answer}
-          for _, r in planted.read_records("sort_swap", "train")
-          for answer in (r["chosen"], r["rejected"])]
-  np.random.default_rng(0).shuffle(rows)
-  (work / "sort_sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  planted.write_both_answers("sort_swap", work / "sort_sft.jsonl")
   longer = []
   for split in ("train", "validation"):
     for _, r in planted.read_records("sort_length", split):

@@ -13,7 +13,6 @@ model that can be hacked; docs/ppo.md and docs/alignment.md have their figures. 
 tests are in tests/objectives/preference_learning_test.py.)
 """
 
-import json
 import os
 
 import gin
@@ -88,11 +87,7 @@ def sft_run(tmp_path_factory) -> str:
   checkpoints.write_run_dir(str(root / "base"), cfg,
                             jax.jit(heads.init_params, static_argnums=(0, 1))(cfg, 0),
                             train_state.OptimizerConfig())
-  rows = [{"prompt": r["prompt"], "response": answer}
-          for _, r in planted.read_records("sort_swap", "train")
-          for answer in (r["chosen"], r["rejected"])]
-  np.random.default_rng(0).shuffle(rows)
-  (root / "sort.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  planted.write_both_answers("sort_swap", root / "sort.jsonl")
   _train(root / "sft", SFT, f"TrainConfig.init_from = '{root / 'base'}'",
          f"ChatJsonl.file_pattern = '{root / 'sort.jsonl'}'")
   return str(root / "sft")

@@ -130,6 +130,21 @@ def test_planted_sets_are_reproducible_and_length_neutral(tmp_path):
   assert len(held) == planted_generate.HELD_OUT_SETS and not held & train
 
 
+def test_both_answers_give_each_train_prompt_its_chosen_and_rejected_reply_shuffled(tmp_path):
+  planted.write_both_answers("sort_swap", tmp_path / "a.jsonl")
+  planted.write_both_answers("sort_swap", tmp_path / "b.jsonl")
+  planted.write_both_answers("sort_swap", tmp_path / "c.jsonl", seed=1)
+  rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+  records = [r for _, r in planted.read_records("sort_swap", "train")]
+  assert len(rows) == 2 * len(records) == 6000 and set(rows[0]) == {"prompt", "response"}
+  assert collections.Counter((row["prompt"], row["response"]) for row in rows) == (
+      collections.Counter((r["prompt"], answer) for r in records
+                          for answer in (r["chosen"], r["rejected"])))
+  assert [row["prompt"] for row in rows[:2]] != [records[0]["prompt"]] * 2  # shuffled
+  assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+  assert (tmp_path / "a.jsonl").read_text() != (tmp_path / "c.jsonl").read_text()
+
+
 def _data_cfg(vocab_path, sources, shards=2):
   return pipeline.DataConfig(sources=sources, direction_mode="l2r", vocab_path=vocab_path,
                              shards=shards, shuffle_buffer=64)

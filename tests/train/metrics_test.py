@@ -69,3 +69,20 @@ def test_console_lines_show_token_groups_or_pair_metrics():
                                        "KL 2.000")
   line = metrics.progress_line(9, 10, {**dpo, "learning_rate": 1e-4}, {})
   assert line == "step 9/10 | loss 0.250 | pair acc 0.938 | margin 1.500 | KL 2.000 | lr 1.00e-04"
+
+
+def test_the_cpu_peak_probe_compiles_only_its_matmul():
+  compiles = []
+
+  def listener(event, seconds, **_):
+    del seconds
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    peak = metrics.measure_matmul_peak(size=96, repeats=2)  # a size no other test compiles
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert 1e7 < peak < 1e15  # FLOP/s: any CPU from a phone to a large server
+  assert len(compiles) == 1, compiles  # drawn with jax.random, the operands cost more

@@ -34,26 +34,16 @@ def _sft_job(steps: int, pinned: bool) -> dict:
   import ctypes
 
   import gin
-  import jax
 
   from batgpt_jax import checkpoints, config, heap, xla_flags
   from batgpt_jax.data import planted
-  from batgpt_jax.model import heads
-  from batgpt_jax.model.config import ModelConfig
   from batgpt_jax.train import loop
-  from batgpt_jax.train import state as train_state
 
   xla_flags.apply_defaults()
   if pinned:  # after `batgpt_jax.data` settled the thresholds: TensorFlow's 128 KiB again
     ctypes.CDLL("libc.so.6").mallopt(heap.M_MMAP_THRESHOLD, 128 * 1024)
   root = pathlib.Path(tempfile.mkdtemp(prefix="heap-bench-"))
-  gin.clear_config()
-  config.parse_gin(["models/tiny.gin"], [])
-  cfg = ModelConfig()
-  gin.clear_config()
-  checkpoints.write_run_dir(str(root / "base"), cfg,
-                            jax.jit(heads.init_params, static_argnums=(0, 1))(cfg, 0),
-                            train_state.OptimizerConfig())
+  checkpoints.write_fresh_run_dir(str(root / "base"), config.model_size("tiny"))
   planted.write_both_answers("sort_swap", root / "sort.jsonl")
   bindings = ["TrainConfig.async_checkpoint = False", "DataConfig.shards = 4",
               "DataConfig.sources = [(@ChatJsonl(), 1.0)]", f"TrainConfig.steps = {steps}",

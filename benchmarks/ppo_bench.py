@@ -26,7 +26,6 @@ from batgpt_jax import checkpoints, config, xla_flags
 from batgpt_jax.model import heads
 from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import loop
-from batgpt_jax.train import state as train_state
 
 xla_flags.apply_defaults()  # the flags `batgpt` runs with (before JAX starts)
 
@@ -35,15 +34,9 @@ SPLIT = ("time/generate", "time/score", "time/train")
 
 
 def _roles(model: str, root: pathlib.Path) -> ModelConfig:
-  gin.clear_config()
-  config.parse_gin([f"models/{model}.gin"], [])
-  cfg = ModelConfig()
-  gin.clear_config()
-  init = jax.jit(heads.init_params, static_argnums=(0, 1, 2))
-  checkpoints.write_run_dir(str(root / "policy"), cfg, init(cfg, 0, ()),
-                            train_state.OptimizerConfig())
-  checkpoints.write_run_dir(str(root / "reward"), cfg, init(cfg, 1, ("reward_head",)),
-                            train_state.OptimizerConfig())
+  cfg = config.model_size(model)
+  checkpoints.write_fresh_run_dir(str(root / "policy"), cfg, seed=0)
+  checkpoints.write_fresh_run_dir(str(root / "reward"), cfg, seed=1, head_names=("reward_head",))
   return cfg
 
 

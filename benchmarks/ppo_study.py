@@ -37,15 +37,11 @@ import pathlib
 import time
 
 import gin
-import jax
 import numpy as np
 
 from batgpt_jax import checkpoints, config
 from batgpt_jax.data import planted
-from batgpt_jax.model import heads
-from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.train import loop
-from batgpt_jax.train import state as train_state
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results"
 RUN = ["models/tiny.gin", "TrainConfig.async_checkpoint = False", "DataConfig.shards = 4"]
@@ -119,13 +115,7 @@ def stages(work: pathlib.Path) -> dict:
   runs = {name: work / name
           for name in ("base", "pretrain", "sft", "gentle", "reward", "longer")}
   if not _done(runs["base"]):
-    gin.clear_config()
-    config.parse_gin(["models/tiny.gin"], [])
-    cfg = ModelConfig()
-    gin.clear_config()
-    checkpoints.write_run_dir(str(runs["base"]), cfg,
-                              jax.jit(heads.init_params, static_argnums=(0, 1))(cfg, 0),
-                              train_state.OptimizerConfig())
+    checkpoints.write_fresh_run_dir(str(runs["base"]), config.model_size("tiny"))
   plan = [("pretrain", PRETRAIN, [f"TrainConfig.init_from = '{runs['base']}'"]),
           ("sft", SFT, [f"TrainConfig.init_from = '{runs['pretrain']}'",
                         f"ChatJsonl.file_pattern = '{work / 'sort_sft.jsonl'}'"]),

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import gin
 import pytest
 from testlib import REPO
 
@@ -139,3 +140,12 @@ def test_help_loads_neither_jax_nor_tensorflow(command):
                         text=True, timeout=60, check=True)
   assert "usage: batgpt" in proc.stdout
   assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
+
+
+def test_model_size_reads_one_size_file_and_leaves_gin_cleared():
+  cfg = config.model_size("tiny")
+  assert (cfg.hidden, cfg.n_layers, cfg.vocab_size) == (64, 2, 2048)
+  assert gin.config_str() == ""
+  with pytest.raises(config.InputError, match="huge"):
+    config.model_size("huge")
+  assert gin.config_str() == ""

@@ -42,6 +42,7 @@ from etils import epath
 
 from batgpt_jax import heap, logs
 from batgpt_jax.model import config as model_config
+from batgpt_jax.model import heads
 from batgpt_jax.model.config import EXECUTION_FIELDS, ModelConfig
 from batgpt_jax.train import state as train_state
 
@@ -532,6 +533,15 @@ def ensure_new_run_dir(run_dir: str) -> None:
   if _steps(checkpoints_dir):
     raise FileExistsError(f"{checkpoints_dir} already holds checkpoints (steps "
                           f"{_steps(checkpoints_dir)}); import into a new run directory.")
+
+
+def write_fresh_run_dir(run_dir: str, cfg: ModelConfig, seed: int = 0,
+                        head_names: tuple[str, ...] = ()) -> str:
+  """Step 0 of a new run from freshly initialised parameters (the decoder and `head_names`): the
+  `init_from` of a run that starts from scratch. Returns the path of model.gin."""
+  init = jax.jit(heads.init_params, static_argnums=(0, 1, 2))
+  return write_run_dir(run_dir, cfg, init(cfg, seed, tuple(head_names)),
+                       train_state.OptimizerConfig())
 
 
 def write_run_dir(run_dir: str, cfg: ModelConfig, params: dict,

@@ -218,6 +218,18 @@ def parse_gin(files: list[str], bindings: list[str]) -> str:
   return gin.config_str()
 
 
+def model_size(name: str):
+  """The ModelConfig of `gin/models/<name>.gin` alone; gin's bindings are cleared before and
+  after."""
+  from batgpt_jax.model.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  try:
+    parse_gin([f"models/{name}.gin"], [])
+    return ModelConfig()
+  finally:
+    gin.clear_config()
+
+
 def run_configs() -> dict:
   """The run's configs from the current gin bindings, as the keyword arguments of `loop.train`
   (cfg, model_cfg, data_cfg, mesh_cfg, opt_cfg); an invalid value is a one-line error."""

@@ -20,11 +20,8 @@ import pytest
 
 from batgpt_jax import checkpoints, config
 from batgpt_jax.data import prompts as prompts_lib
-from batgpt_jax.model import heads
-from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.align import ppo as ppo_loop
 from batgpt_jax.train import loop
-from batgpt_jax.train import state as train_state
 
 BASE = ["models/tiny.gin", "ppo.gin", "TrainConfig.async_checkpoint = False",
         "DataConfig.shards = 4", "PPOConfig.rollout_batch = 16", "PPOConfig.minibatches = 2",
@@ -42,16 +39,10 @@ SKIP = ("time/", "perf/")
 def roles(tmp_path_factory):
   """(policy run, reward run): step-0 checkpoints of the tiny model."""
   os.environ.setdefault("BATGPT_CACHE", str(tmp_path_factory.mktemp("cache")))
-  gin.clear_config()
-  config.parse_gin(["models/tiny.gin"], [])
-  cfg = ModelConfig()
-  gin.clear_config()
+  cfg = config.model_size("tiny")
   root = tmp_path_factory.mktemp("roles")
-  init = jax.jit(heads.init_params, static_argnums=(0, 1, 2))
-  checkpoints.write_run_dir(str(root / "policy"), cfg, init(cfg, 0, ()),
-                            train_state.OptimizerConfig())
-  checkpoints.write_run_dir(str(root / "reward"), cfg, init(cfg, 7, ("reward_head",)),
-                            train_state.OptimizerConfig())
+  checkpoints.write_fresh_run_dir(str(root / "policy"), cfg, seed=0)
+  checkpoints.write_fresh_run_dir(str(root / "reward"), cfg, seed=7, head_names=("reward_head",))
   return str(root / "policy"), str(root / "reward")
 
 

@@ -16,18 +16,14 @@ tests are in tests/objectives/preference_learning_test.py.)
 import os
 
 import gin
-import jax
 import numpy as np
 import pytest
 
 from batgpt_jax import checkpoints, config
 from batgpt_jax.data import planted
 from batgpt_jax.evaluate import generation
-from batgpt_jax.model import heads
-from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.sample import options
 from batgpt_jax.train import loop
-from batgpt_jax.train import state as train_state
 
 RUN = ["models/tiny.gin", "TrainConfig.async_checkpoint = False", "DataConfig.shards = 4"]
 SFT = RUN + ["sft.gin", "DataConfig.sources = [(@ChatJsonl(), 1.0)]", "TrainConfig.steps = 400",
@@ -80,13 +76,7 @@ def sft_run(tmp_path_factory) -> str:
   """SFT on every planted `sort_swap` prompt answered both ways, from fresh parameters."""
   os.environ.setdefault("BATGPT_CACHE", str(tmp_path_factory.mktemp("cache")))
   root = tmp_path_factory.mktemp("pipeline")
-  gin.clear_config()
-  config.parse_gin(["models/tiny.gin"], [])
-  cfg = ModelConfig()
-  gin.clear_config()
-  checkpoints.write_run_dir(str(root / "base"), cfg,
-                            jax.jit(heads.init_params, static_argnums=(0, 1))(cfg, 0),
-                            train_state.OptimizerConfig())
+  checkpoints.write_fresh_run_dir(str(root / "base"), config.model_size("tiny"))
   planted.write_both_answers("sort_swap", root / "sort.jsonl")
   _train(root / "sft", SFT, f"TrainConfig.init_from = '{root / 'base'}'",
          f"ChatJsonl.file_pattern = '{root / 'sort.jsonl'}'")

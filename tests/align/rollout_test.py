@@ -2,7 +2,6 @@
 the reward model's own scoring and the formulas of objectives/ppo.py; on a scored rollout, the
 policy objective with a shared backbone is the policy's plus value_coef x the value model's."""
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +13,6 @@ from batgpt_jax.data import chat, preferences
 from batgpt_jax.data import prompts as prompts_lib
 from batgpt_jax.data import vocab as vocab_lib
 from batgpt_jax.model import heads
-from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.objectives import ppo
 from batgpt_jax.sample import engine
 from testlib import trained_like_params
@@ -24,10 +22,7 @@ SETTINGS = tuple(sorted(ppo.ppo_settings(gamma=1.0, lam=0.95, temperature=0.8).i
 
 @pytest.fixture(scope="module")
 def tiny():
-  gin.clear_config()
-  config.parse_gin(["models/tiny.gin"], [])
-  cfg = ModelConfig()
-  gin.clear_config()
+  cfg = config.model_size("tiny")
   vocabulary = vocab_lib.default_vocabulary(cfg.vocab_size)
   decoder = trained_like_params(cfg, seed=0)
   with_head = lambda params, name, seed: {**params, **heads.init_heads(cfg, seed, (name,))}

@@ -24,11 +24,8 @@ from batgpt_jax import checkpoints, cli, config
 from batgpt_jax.align import label, reward_score
 from batgpt_jax.data import (pipeline, planted, preference_schema, preference_tasks,
                              preferences, vocab)
-from batgpt_jax.model import heads
-from batgpt_jax.model.config import ModelConfig
 from batgpt_jax.objectives import preference
 from batgpt_jax.train import loop
-from batgpt_jax.train import state as train_state
 from testlib import preempt_at_batch
 
 RUN = ["models/tiny.gin", "TrainConfig.eval_every = 0", "TrainConfig.log_every = 25",
@@ -76,12 +73,8 @@ def base(tmp_path_factory):
   """A step-0 run of the tiny model (fresh parameters), the init_from of both runs."""
   os.environ.setdefault("BATGPT_CACHE", str(tmp_path_factory.mktemp("cache")))
   run_dir = tmp_path_factory.mktemp("base")
-  gin.clear_config()
-  config.parse_gin(["models/tiny.gin"], [])
-  cfg = ModelConfig()
-  gin.clear_config()
-  params = jax.jit(heads.init_params, static_argnums=(0, 1))(cfg, 0)
-  checkpoints.write_run_dir(str(run_dir), cfg, params, train_state.OptimizerConfig())
+  cfg = config.model_size("tiny")
+  checkpoints.write_fresh_run_dir(str(run_dir), cfg)
   return run_dir, cfg
 
 

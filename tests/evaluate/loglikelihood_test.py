@@ -101,7 +101,7 @@ def test_rolling_loglikelihood_equals_the_sum_of_direct_windows(loaded):
     windows = loglikelihood.rolling_windows(ids, CFG.max_len)
     assert value == pytest.approx(sum(direct(loaded, *w)[0] for w in windows), abs=1e-4)
   short_ids = [3] + [int(i) for i in vocabulary.encode(texts[0])]
-  assert got[0] == pytest.approx(direct(loaded, short_ids[:1], short_ids[1:])[0], abs=1e-5)
+  assert got[0] == pytest.approx(direct(loaded, short_ids[:1], short_ids[1:])[0], abs=1e-4)
 
 
 def test_text_request_cuts_the_whole_texts_tokens(data_tiny_vocab):

@@ -71,11 +71,19 @@ def _time_steps(compiled, state, batches, n, warmup, mesh, rules):
   for i in range(warmup + n):
     batch = parallel.global_batch(batches[i % len(batches)], mesh, rules)
     start = time.perf_counter()
-    state, metrics = compiled(state, batch, {})
+    state, metrics = compiled(state, batch, {}, _schedule())
     jax.block_until_ready(metrics)
     if i >= warmup:
       times.append(time.perf_counter() - start)
   return state, statistics.median(times), float(metrics["loss"])
+
+
+SCHEDULE_STEPS = 1000  # the optimizer's schedule: the timed steps are early in it
+
+
+def _schedule() -> dict:
+  from batgpt_jax.train import state as train_state  # pylint: disable=import-outside-toplevel
+  return train_state.schedule_numbers(train_state.OptimizerConfig(), SCHEDULE_STEPS)
 
 
 # variant -> (TrainConfig.loss_chunk, ModelConfig.remat or None for the model gin's own)
@@ -118,11 +126,11 @@ def _step_rss(args) -> int:
   model_cfg, mesh_cfg = ModelConfig(), parallel.MeshConfig()
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   mesh = parallel.mesh_from_config(mesh_cfg)
-  tx = train_state.make_optimizer(train_state.OptimizerConfig(), 1000)
+  tx = train_state.make_optimizer(train_state.OptimizerConfig(), SCHEDULE_STEPS)
   state, train = _variant_step(model_cfg, args.step_rss_of, tx, mesh, rules)
   host = _synthetic_batch(model_cfg.vocab_size, args.batch, args.seq_len)
   for _ in range(2):
-    state, metrics = train(state, parallel.global_batch(host, mesh, rules), {})
+    state, metrics = train(state, parallel.global_batch(host, mesh, rules), {}, _schedule())
   jax.block_until_ready(metrics)
   # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (Linux keeps it
   # across fork and exec), so it would report the benchmark process's own.
@@ -177,14 +185,14 @@ def main(argv) -> int:
     pipe[mode], mode_batches[mode] = _pipeline_speed(data_cfg, vocab, mode, args.seq_len,
                                                      args.batch, args.pipeline_batches)
 
-  tx = train_state.make_optimizer(train_state.OptimizerConfig(), 1000)
+  tx = train_state.make_optimizer(train_state.OptimizerConfig(), SCHEDULE_STEPS)
   main_batches = mode_batches[args.modes.split(",")[0]]
   variants = {}
   for variant in args.variants.split(","):
     state, train = _variant_step(model_cfg, variant, tx, mesh, rules)
     start = time.perf_counter()
-    compiled = train.lower(state, parallel.global_batch(main_batches[0], mesh, rules),
-                           {}).compile()
+    compiled = train.lower(state, parallel.global_batch(main_batches[0], mesh, rules), {},
+                           _schedule()).compile()
     compile_seconds = time.perf_counter() - start
     state, step_time, loss = _time_steps(compiled, state, main_batches, args.steps, args.warmup,
                                          mesh, rules)

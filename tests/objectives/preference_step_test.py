@@ -43,8 +43,8 @@ def run_steps(name, shape, microbatches=1, n_steps=2):
   mesh = parallel.mesh_from_config(mesh_cfg, devices=devices)
   rules = parallel.check_rules(mesh_cfg.axis_rules)
   objective = objectives.build(name, CFG)
-  tx = train_state.make_optimizer(train_state.OptimizerConfig(learning_rate=1e-3,
-                                                              warmup_steps=1, eps=1e-6), 10)
+  opt = train_state.OptimizerConfig(learning_rate=1e-3, warmup_steps=1, eps=1e-6)
+  tx, schedule = train_state.make_optimizer(opt, 10), train_state.schedule_numbers(opt, 10)
   state, shardings = train_state.create_state(CFG, tx, mesh, rules, seed=0,
                                               heads=objective.heads)
   frozen_shardings = {role: train_state.param_shardings(CFG, mesh, rules)
@@ -55,7 +55,8 @@ def run_steps(name, shape, microbatches=1, n_steps=2):
                                   microbatches=microbatches, frozen_shardings=frozen_shardings)
   out = []
   for i in range(n_steps):
-    state, metrics = train(state, parallel.global_batch(pair_batch(i), mesh, rules), frozen)
+    state, metrics = train(state, parallel.global_batch(pair_batch(i), mesh, rules), frozen,
+                           schedule)
     out.append({k: float(v) for k, v in metrics.items()})
   return out
 

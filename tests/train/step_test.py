@@ -41,13 +41,13 @@ def run_steps(shape, rules, n_steps=3, microbatches=1, seed=0, cfg=CFG, loss_chu
   # Adam divides by sqrt(v) + eps: for a gradient near zero, float reduction-order noise (which
   # differs per mesh) is amplified by |g| / eps. eps 1e-6 keeps that below the 1e-5 tolerance.
   opt = train_state.OptimizerConfig(learning_rate=1e-3, warmup_steps=1, eps=1e-6)
-  tx = train_state.make_optimizer(opt, 10)
+  tx, schedule = train_state.make_optimizer(opt, 10), train_state.schedule_numbers(opt, 10)
   state, shardings = train_state.create_state(cfg, tx, mesh, rules, seed=seed)
   train, _ = train_step.jit_steps(_objective(cfg, z_loss=1e-4, loss_chunk=loss_chunk), tx, mesh,
                                   rules, shardings, microbatches=microbatches)
   losses = []
   for i in range(n_steps):
-    state, metrics = train(state, parallel.global_batch(batch(i), mesh, rules), {})
+    state, metrics = train(state, parallel.global_batch(batch(i), mesh, rules), {}, schedule)
     losses.append({k: float(v) for k, v in metrics.items()})
   return losses, jax.device_get(state)
 
@@ -113,7 +113,7 @@ def test_optimised_step_matches_the_plain_one_over_five_steps(reference):
   rules, _ = reference
   mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=(2, 2, 2)))
   opt = train_state.OptimizerConfig(learning_rate=1e-3, warmup_steps=1, eps=1e-6)
-  tx = train_state.make_optimizer(opt, 10)
+  tx, schedule = train_state.make_optimizer(opt, 10), train_state.schedule_numbers(opt, 10)
   runs = []
   for cfg, chunk in ((CFG, 0), (ModelConfig(**{**CFG.to_dict(), "remat": "dots"}), 8)):
     state, shardings = train_state.create_state(cfg, tx, mesh, rules, seed=0)
@@ -121,7 +121,8 @@ def test_optimised_step_matches_the_plain_one_over_five_steps(reference):
                                     rules, shardings, microbatches=1)
     losses = []
     for i in range(5):
-      state, metrics = train(state, parallel.global_batch(synthetic_batch(i), mesh, rules), {})
+      state, metrics = train(state, parallel.global_batch(synthetic_batch(i), mesh, rules), {},
+                             schedule)
       losses.append(float(metrics["loss"]))
     runs.append(losses)
   np.testing.assert_allclose(runs[1], runs[0], rtol=0, atol=1e-5)
@@ -131,16 +132,16 @@ def test_optimised_step_matches_the_plain_one_over_five_steps(reference):
 def test_a_non_finite_step_is_skipped_and_leaves_the_state_untouched(reference, poison):
   rules, _ = reference
   mesh = parallel.mesh_from_config(parallel.MeshConfig(shape=MESHES[0]))
-  tx = train_state.make_optimizer(train_state.OptimizerConfig(learning_rate=1e-3,
-                                                              warmup_steps=1), 10)
+  opt = train_state.OptimizerConfig(learning_rate=1e-3, warmup_steps=1)
+  tx, schedule = train_state.make_optimizer(opt, 10), train_state.schedule_numbers(opt, 10)
   state, shardings = train_state.create_state(CFG, tx, mesh, rules, seed=0)
   train, _ = train_step.jit_steps(_objective(CFG, z_loss=0.0), tx, mesh, rules, shardings,
                                   microbatches=1)
-  state, good = train(state, parallel.global_batch(synthetic_batch(0), mesh, rules), {})
+  state, good = train(state, parallel.global_batch(synthetic_batch(0), mesh, rules), {}, schedule)
   before = jax.device_get(state)
   bad = synthetic_batch(1)
   bad["loss_weights"][3, 5] = poison  # one token's weight: the loss and every gradient follow
-  state, skipped = train(state, parallel.global_batch(bad, mesh, rules), {})
+  state, skipped = train(state, parallel.global_batch(bad, mesh, rules), {}, schedule)
   after = jax.device_get(state)
   assert int(good["skipped"]) == 0 and int(skipped["skipped"]) == 1
   assert not np.isfinite(float(skipped["loss"]))
@@ -148,7 +149,8 @@ def test_a_non_finite_step_is_skipped_and_leaves_the_state_untouched(reference, 
   for a, b in zip(jax.tree.leaves(before["params"]) + jax.tree.leaves(before["opt_state"]),
                   jax.tree.leaves(after["params"]) + jax.tree.leaves(after["opt_state"])):
     np.testing.assert_array_equal(a, b)
-  state, resumed = train(state, parallel.global_batch(synthetic_batch(2), mesh, rules), {})
+  state, resumed = train(state, parallel.global_batch(synthetic_batch(2), mesh, rules), {},
+                         schedule)
   assert int(resumed["skipped"]) == 0 and np.isfinite(float(resumed["loss"]))
   moved = jax.device_get(state["params"])
   assert any(not np.array_equal(a, b) for a, b in

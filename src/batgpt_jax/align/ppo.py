@@ -326,6 +326,8 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
   updates = cfg.steps * ppo_cfg.epochs * ppo_cfg.minibatches
   tx_policy = train_state.make_optimizer(opt_cfg, updates)
   tx_value = train_state.make_optimizer(ppo_cfg.value_optimizer or opt_cfg, updates)
+  policy_schedule = train_state.schedule_numbers(opt_cfg, updates)
+  value_schedule = train_state.schedule_numbers(ppo_cfg.value_optimizer or opt_cfg, updates)
   roles = _build_roles(cfg, ppo_cfg, model_cfg, mesh, rules, tx_policy, tx_value)
   memory = role_memory(roles.cfgs, tx_policy, tx_value, ppo_cfg.shared_backbone)
   metrics.log_console("Role memory (parameters + optimizer state): " + ", ".join(
@@ -433,11 +435,11 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
             for name in train_anchors:
               batch[name] = _with_norm(name, next(streams[name]))
             roles.policy, policy_metrics = policy_step(roles.policy, _placed(batch, mesh, rules),
-                                                       {})
+                                                       {}, policy_schedule)
             step_metrics.append(_prefixed(policy_metrics, "policy"))
             if value_step is not None:
               roles.value, value_metrics = value_step(
-                  roles.value, _placed({"ppo": batch["ppo"]}, mesh, rules), {})
+                  roles.value, _placed({"ppo": batch["ppo"]}, mesh, rules), {}, value_schedule)
               step_metrics[-1].update(_prefixed(value_metrics, "value"))
         values.update(_mean_metrics(step_metrics))
         timings["time/train"] = time.perf_counter() - trained

@@ -194,7 +194,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
   vocab = pipeline.vocabulary_for(data_cfg)
   _check_vocabulary(vocab, model_cfg)
   tx = train_state.make_optimizer(opt_cfg, cfg.steps)
-  schedule = train_state.learning_rate_schedule(opt_cfg, cfg.steps)
+  schedule = train_state.schedule_numbers(opt_cfg, cfg.steps)
   abstract = train_state.abstract_state(model_cfg, tx, objective.heads)
   shardings = train_state.state_shardings(model_cfg, tx, mesh, rules, abstract, objective.heads)
   frozen_shardings = {role: train_state.param_shardings(model_cfg, mesh, rules)
@@ -271,7 +271,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
         # `inputs` reads nothing ahead of the batch taken here, so its state() at a save is the
         # state after the last batch trained on.
         state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules),
-                                       frozen)
+                                       frozen, schedule)
         step, position = step + 1, position + 1
         bad_steps.observe(step, step_metrics["skipped"])
         if not compiled:
@@ -281,7 +281,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
         if step % cfg.log_every == 0 or step == cfg.steps:
           bad_steps.flush()
           values = metrics.to_host(step_metrics)
-          values["learning_rate"] = float(schedule(step - 1))
+          values["learning_rate"] = float(train_state.learning_rate(step - 1, schedule))
           values["skipped_steps"] = bad_steps.total
           perf = throughput.report(step)
           metrics.log_console(metrics.progress_line(step, cfg.steps, values, perf))

@@ -12,6 +12,7 @@ import dataclasses
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -52,12 +53,40 @@ def schedule_length(cfg: OptimizerConfig, total_steps: int) -> int:
   return cfg.schedule_steps or total_steps
 
 
-def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+def schedule_numbers(cfg: OptimizerConfig, total_steps: int) -> dict[str, np.float32]:
+  """The learning-rate schedule of a run of `total_steps`, as the float32 numbers that
+  `learning_rate` reads.
+
+  The train step takes them as an argument (`train_step.jit_steps`) rather than as constants
+  compiled into it, so runs that differ only in their learning rate, warmup or length run one
+  compiled step: one compilation, or one entry of the persistent compilation cache, for all of
+  them. Each is what optax's warmup_cosine_decay_schedule rounds its Python number to.
+  """
   total_steps = schedule_length(cfg, total_steps)
   warmup = max(1, min(cfg.warmup_steps, total_steps - 1))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=cfg.learning_rate / warmup, peak_value=cfg.learning_rate, warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1), end_value=cfg.learning_rate * cfg.end_lr_ratio)
+  peak = cfg.learning_rate
+  alpha = 0.0 if peak == 0.0 else peak * cfg.end_lr_ratio / peak
+  numbers = dict(warmup=warmup, warmup_rise=peak / warmup - peak, peak=peak,
+                 decay_steps=max(total_steps, warmup + 1) - warmup, alpha=alpha,
+                 cosine_share=1 - alpha)
+  return {name: np.float32(value) for name, value in numbers.items()}
+
+
+def learning_rate(count, numbers: dict):
+  """Linear warmup from peak / warmup to the peak, then a cosine to `alpha` of the peak: optax's
+  warmup_cosine_decay_schedule at update `count`, operation for operation (the same float32
+  values), from `schedule_numbers` that may be traced."""
+  warmup = jnp.clip(count, 0, numbers["warmup"])
+  rising = numbers["warmup_rise"] * (1 - warmup / numbers["warmup"]) + numbers["peak"]
+  decaying = jnp.minimum(count - numbers["warmup"], numbers["decay_steps"])
+  cosine = 0.5 * (1 + jnp.cos(jnp.pi * decaying / numbers["decay_steps"]))
+  falling = numbers["peak"] * (numbers["cosine_share"] * cosine + numbers["alpha"])
+  return jnp.where(count < numbers["warmup"], rising, falling)
+
+
+def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+  numbers = schedule_numbers(cfg, total_steps)
+  return lambda count: learning_rate(count, numbers)
 
 
 def _decay_mask(params):
@@ -66,11 +95,32 @@ def _decay_mask(params):
       lambda path, p: not str(path[-1].key).endswith(("scale", "_bias")), params)
 
 
+def _scale_by_scheduled_learning_rate(numbers: dict) -> optax.GradientTransformationExtraArgs:
+  """optax.scale_by_learning_rate(schedule), its state and its numbers, with the schedule's numbers
+  an argument of each update (`schedule=`; `numbers` when it is not given)."""
+
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, *, schedule=None, **extra_args):
+    del params, extra_args
+    step_size = -learning_rate(state.count, numbers if schedule is None else schedule)
+    updates = jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
 def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+  """Clipping, then AdamW (optax.adamw's chain, the same state) on `schedule_numbers(cfg,
+  total_steps)`; its update takes a run's numbers as `schedule=`, which the train step does."""
   return optax.chain(
       optax.clip_by_global_norm(cfg.clip_norm),
-      optax.adamw(learning_rate_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                  weight_decay=cfg.weight_decay, mask=_decay_mask),
+      optax.chain(
+          optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+          optax.add_decayed_weights(cfg.weight_decay, _decay_mask),
+          _scale_by_scheduled_learning_rate(schedule_numbers(cfg, total_steps))),
   )
 
 

@@ -31,8 +31,9 @@ def _value_and_aux(loss_fn):
   return fn
 
 
-def train_step(state, batch, frozen, *, objective: Objective, tx, microbatches: int):
-  """One optimizer update on a global batch, accumulating gradients over `microbatches`."""
+def train_step(state, batch, frozen, schedule, *, objective: Objective, tx, microbatches: int):
+  """One optimizer update on a global batch, accumulating gradients over `microbatches`, at the
+  learning rate of `schedule` (train/state.py's schedule_numbers)."""
   grad_fn = jax.value_and_grad(_value_and_aux(objective.loss), has_aux=True)
   grad_of = lambda micro: grad_fn(state["params"], micro, frozen)
   micro = _split_microbatches(batch, microbatches)
@@ -43,7 +44,7 @@ def train_step(state, batch, frozen, *, objective: Objective, tx, microbatches: 
   (loss_sum, (weight_total, sums)), grads = total
   # The mean over all weighted tokens of the global batch, exact whatever the microbatching.
   grads = jax.tree.map(lambda g: g / jnp.maximum(weight_total, 1e-9), grads)
-  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"], schedule=schedule)
   params = optax.apply_updates(state["params"], updates)
   metrics = objective.summarize(loss_sum, weight_total, sums)
   metrics["grad_norm"] = optax.global_norm(grads)
@@ -66,8 +67,9 @@ def jit_steps(objective: Objective, tx, mesh, rules, shardings, *, microbatches:
               frozen_shardings=None):
   """(train_step, eval_step), jitted: state donated, shardings fixed, activations constrained.
 
-  Called as `train(state, batch, frozen)` and `evaluate(params, batch, frozen)`; `frozen` is a
-  dict of parameter trees placed in `frozen_shardings` (empty for pretraining and SFT).
+  Called as `train(state, batch, frozen, schedule)` and `evaluate(params, batch, frozen)`;
+  `frozen` is a dict of parameter trees placed in `frozen_shardings` (empty for pretraining and
+  SFT), `schedule` the run's `train_state.schedule_numbers` (data, not compiled in).
   """
   frozen_shardings = frozen_shardings or {}
 
@@ -81,7 +83,7 @@ def jit_steps(objective: Objective, tx, mesh, rules, shardings, *, microbatches:
   train = jax.jit(
       traced(functools.partial(train_step, objective=objective, tx=tx,
                                microbatches=microbatches)),
-      in_shardings=(shardings, None, frozen_shardings), out_shardings=(shardings, None),
+      in_shardings=(shardings, None, frozen_shardings, None), out_shardings=(shardings, None),
       donate_argnums=(0,))
   evaluate = jax.jit(traced(functools.partial(eval_step, objective=objective)),
                      in_shardings=(shardings["params"], None, frozen_shardings))

@@ -74,8 +74,9 @@ def schedule_numbers(cfg: OptimizerConfig, total_steps: int) -> dict[str, np.flo
 
 def learning_rate(count, numbers: dict):
   """Linear warmup from peak / warmup to the peak, then a cosine to `alpha` of the peak: optax's
-  warmup_cosine_decay_schedule at update `count`, operation for operation (the same float32
-  values), from `schedule_numbers` that may be traced."""
+  warmup_cosine_decay_schedule at update `count`, operation for operation (equal to float32
+  rounding, as optax's own jitted and eager values are), from `schedule_numbers` that may be
+  traced."""
   warmup = jnp.clip(count, 0, numbers["warmup"])
   rising = numbers["warmup_rise"] * (1 - warmup / numbers["warmup"]) + numbers["peak"]
   decaying = jnp.minimum(count - numbers["warmup"], numbers["decay_steps"])

@@ -67,11 +67,11 @@ def _pipeline_speed(data_cfg, vocab, mode, seq_len, batch, n):
 
 def _time_steps(compiled, state, batches, n, warmup, mesh, rules):
   from batgpt_jax import parallel  # pylint: disable=import-outside-toplevel
-  times = []
+  times, schedule = [], _schedule()
   for i in range(warmup + n):
     batch = parallel.global_batch(batches[i % len(batches)], mesh, rules)
     start = time.perf_counter()
-    state, metrics = compiled(state, batch, {}, _schedule())
+    state, metrics = compiled(state, batch, {}, schedule)
     jax.block_until_ready(metrics)
     if i >= warmup:
       times.append(time.perf_counter() - start)

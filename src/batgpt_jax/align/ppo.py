@@ -324,10 +324,13 @@ def _train(cfg, ppo_cfg: PPOConfig, model_cfg, data_cfg, mesh_cfg, opt_cfg, gin_
   metrics.log_console(f"Model: {model_config.describe(model_cfg)}")
   vocab = pipeline.vocabulary_for(data_cfg)
   updates = cfg.steps * ppo_cfg.epochs * ppo_cfg.minibatches
+  value_opt_cfg = ppo_cfg.value_optimizer or opt_cfg
   tx_policy = train_state.make_optimizer(opt_cfg, updates)
-  tx_value = train_state.make_optimizer(ppo_cfg.value_optimizer or opt_cfg, updates)
-  policy_schedule = train_state.schedule_numbers(opt_cfg, updates)
-  value_schedule = train_state.schedule_numbers(ppo_cfg.value_optimizer or opt_cfg, updates)
+  tx_value = train_state.make_optimizer(value_opt_cfg, updates)
+  policy_schedule = train_state.placed_schedule(train_state.schedule_numbers(opt_cfg, updates),
+                                                mesh)
+  value_schedule = train_state.placed_schedule(
+      train_state.schedule_numbers(value_opt_cfg, updates), mesh)
   roles = _build_roles(cfg, ppo_cfg, model_cfg, mesh, rules, tx_policy, tx_value)
   memory = role_memory(roles.cfgs, tx_policy, tx_value, ppo_cfg.shared_backbone)
   metrics.log_console("Role memory (parameters + optimizer state): " + ", ".join(

@@ -228,6 +228,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
 
   frozen = frozen_params(cfg, objective.frozen_roles, model_cfg,
                          train_state.param_shardings(model_cfg, mesh, rules))
+  device_schedule = train_state.placed_schedule(schedule, mesh)
   train_fn, eval_fn = train_step.jit_steps(objective, tx, mesh, rules, shardings,
                                            microbatches=cfg.microbatches,
                                            frozen_shardings=frozen_shardings)
@@ -271,7 +272,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: pipeline.DataConf
         # `inputs` reads nothing ahead of the batch taken here, so its state() at a save is the
         # state after the last batch trained on.
         state, step_metrics = train_fn(state, parallel.global_batch(next(batches), mesh, rules),
-                                       frozen, schedule)
+                                       frozen, device_schedule)
         step, position = step + 1, position + 1
         bad_steps.observe(step, step_metrics["skipped"])
         if not compiled:

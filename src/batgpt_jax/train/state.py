@@ -72,6 +72,14 @@ def schedule_numbers(cfg: OptimizerConfig, total_steps: int) -> dict[str, np.flo
   return {name: np.float32(value) for name, value in numbers.items()}
 
 
+def placed_schedule(numbers: dict, mesh: Mesh) -> dict[str, jax.Array]:
+  """`schedule_numbers` on every device of `mesh`, placed once for all of a run's steps (numpy
+  numbers would be copied to the devices again at every step)."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return {name: jax.make_array_from_process_local_data(replicated, np.asarray(value))
+          for name, value in numbers.items()}
+
+
 def learning_rate(count, numbers: dict):
   """Linear warmup from peak / warmup to the peak, then a cosine to `alpha` of the peak: optax's
   warmup_cosine_decay_schedule at update `count`, operation for operation (equal to float32
